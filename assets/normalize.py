@@ -7,6 +7,7 @@ conversation must pass whatever its source, so a new source inherits them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assets.cleaning import clean_text
@@ -120,4 +121,42 @@ def normalize_source(
             reject("malformed_row", f"{type(exc).__name__}: {exc}")
             continue
         result.conversations.append(Conversation(sample_id, spec.name, spec.category, messages, source_rows))
+    return result
+
+
+def accounting(result: NormalizeResult) -> tuple[bool, str]:
+    """Prove no sample was lost: every raw row is in exactly one conversation or rejection."""
+    seen: dict[int, int] = {}
+    for rows in [c.source_rows for c in result.conversations] + [r.source_rows for r in result.rejections]:
+        for i in rows:
+            seen[i] = seen.get(i, 0) + 1
+    missing = sorted(set(range(result.rows_in)) - set(seen))
+    doubled = sorted(i for i, n in seen.items() if n > 1)
+    stray = sorted(i for i in seen if not 0 <= i < result.rows_in)
+    ok = not (missing or doubled or stray)
+    detail = (
+        f"{result.rows_in} raw rows = {sum(len(c.source_rows) for c in result.conversations)} in "
+        f"{len(result.conversations)} conversations + {sum(len(r.source_rows) for r in result.rejections)} "
+        f"in {len(result.rejections)} rejections"
+    )
+    if not ok:
+        detail += f"; missing rows {missing[:10]}, rows counted twice {doubled[:10]}, unknown rows {stray[:10]}"
+    return ok, detail
+
+
+def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeResult:
+    """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``."""
+    import pyarrow.parquet as pq
+
+    from assets.hub import read_manifest
+
+    manifest = read_manifest(raw_dir)
+    rows = pq.read_table(manifest["data_path"]).to_pylist()
+    media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media")
+    result = normalize_source(spec, rows, media)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in (("conversations", result.conversation_table()), ("rejected", result.rejected_table())):
+        tmp = out_dir / f"{name}.parquet.partial"
+        pq.write_table(table, tmp)
+        tmp.replace(out_dir / f"{name}.parquet")
     return result

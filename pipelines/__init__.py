@@ -1,1 +1,1 @@
-"""pipelines"""
+"""The Dagster code location: Definitions, resources, jobs, schedules. Thin wiring only."""
