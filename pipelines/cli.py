@@ -37,10 +37,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_definitions
 
     instance = dg.DagsterInstance.get()
-    job = defs.get_job_def(args.job)
+    job = build_definitions().resolve_job_def(args.job)
     started = time.monotonic()
     print(f"giraffe demo: materialising job '{args.job}' into {home}", flush=True)
     result = job.execute_in_process(instance=instance, raise_on_error=False)

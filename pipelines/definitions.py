@@ -10,8 +10,14 @@ from assets.sources import raw_assets
 from pipelines.jobs import all_jobs
 from pipelines.resources import default_resources
 
-defs = dg.Definitions(
-    assets=[*raw_assets, *chatml_assets, base_model],
-    jobs=all_jobs,
-    resources=default_resources(),
-)
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """Definitions with resources from the environment (read now, not at first import)."""
+    return dg.Definitions(
+        assets=[*raw_assets, *chatml_assets, base_model],
+        jobs=all_jobs,
+        resources=resources or default_resources(),
+    )
+
+
+defs = build_definitions()
