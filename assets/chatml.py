@@ -59,6 +59,10 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         ]
         rejected = [r.to_row() for r in result.rejections[:20]]
         table = result.conversation_table()
+        summary = (
+            f"**{spec.name}** ({spec.category}, `{spec.hub_id}`): {result.rows_in} raw rows -> "
+            f"{len(result.conversations)} conversations + {len(result.rejections)} rejected. {detail}."
+        )
         return dg.MaterializeResult(
             metadata={
                 "rows_in": result.rows_in,
@@ -70,6 +74,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                 "videos": int(sum(table.column("n_videos").to_pylist())),
                 "text_chars": int(sum(table.column("n_chars").to_pylist())),
                 "path": dg.MetadataValue.path(str(out_dir / "conversations.parquet")),
+                "summary": dg.MetadataValue.md(summary),
                 "rejects_by_reason": dg.MetadataValue.md(counts_table(reasons)),
                 "rejected_rows": dg.MetadataValue.md(
                     markdown_table(rejected, ["sample_id", "reason", "detail", "source_rows"], width=90)
