@@ -143,3 +143,16 @@ def test_sample_ids_are_stable_across_refetch_and_reordering(normalized, fetched
     again = normalize_source(spec, list(reversed(rows)), MediaResolver(list(fetched["llava_instruct"].media_roots), tmp_path))
     before = {c.sample_id for c in normalized["llava_instruct"].conversations}
     assert {c.sample_id for c in again.conversations} == before
+
+
+@pytest.mark.parametrize("name", ["llava_video", "mantis", "longalign_10k"])
+def test_max_rows_streams_only_the_first_rows(fetched, name, tmp_path):
+    """The streaming path a user takes against a huge hub source, on the local sample."""
+    from assets.hub import HubSettings, load_rows
+    from assets.registry import get_source
+
+    spec = get_source(name)
+    full = pq.read_table(fetched[name].data_path).to_pylist()
+    head = load_rows(spec, fetched[name].location, HubSettings(max_rows=3))
+    assert len(head) == 3
+    assert head.to_list() == full[:3]
