@@ -43,7 +43,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     job = build_definitions().resolve_job_def(args.job)
     started = time.monotonic()
     print(f"giraffe demo: materialising job '{args.job}' into {home}", flush=True)
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
     seconds = time.monotonic() - started
     rows = []
     for event in result.get_asset_materialization_events():
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where tables and media go (default ./data or $GIRAFFE_DATA_ROOT)")
     p.add_argument("--dagster-home", help="Dagster instance folder (default ./dagster_home)")
     p.add_argument("--mode", choices=["embedded", "hub"], help="fetch sources from the hub instead")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sources", help="print the source registry as JSON")
