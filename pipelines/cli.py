@@ -18,6 +18,15 @@ def _default_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", Path.cwd() / "dagster_home")).resolve()
 
 
+def _prepare_home(home: Path) -> None:
+    """Use ``home`` as DAGSTER_HOME; a new one gets the project's dagster.yaml."""
+    home.mkdir(parents=True, exist_ok=True)
+    project_yaml = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and project_yaml.is_file():
+        (home / "dagster.yaml").write_text(project_yaml.read_text())
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
     from assets.registry import SOURCES
 
@@ -28,8 +37,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     home = Path(args.dagster_home).resolve() if args.dagster_home else _default_home()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
+    _prepare_home(home)
     if args.data_root:
         os.environ["GIRAFFE_DATA_ROOT"] = str(Path(args.data_root).resolve())
     if args.mode:
@@ -68,9 +76,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    home = _default_home()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
+    _prepare_home(_default_home())
     bin_dir = Path(sys.executable).parent
     os.execv(str(bin_dir / "dagster"), [str(bin_dir / "dagster"), "dev", "-p", str(args.port)])
     return 0  # pragma: no cover
