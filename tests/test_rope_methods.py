@@ -172,3 +172,49 @@ def test_config_round_trips_through_a_dict():
     cfg = RopeMethodConfig("yarn", 8192, 65536, yarn_beta_fast=16.0)
     assert RopeMethodConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.scale == 8.0
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def _run_cli(argv, capsys):
+    from pipelines.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    rc = args.func(args)
+    return rc, capsys.readouterr()
+
+
+def test_cli_method_names_match_the_registry():
+    from training.rope_cli import METHOD_CHOICES
+
+    assert METHOD_CHOICES == METHOD_NAMES
+
+
+def test_cli_prints_per_pair_frequencies_and_scales(capsys):
+    rc, out = _run_cli(
+        ["rope", "--method", "pi", "--head-dim", "16", "--mrope-section", "2,3,3", "--original-length", "1024", "--target-length", "4096"],
+        capsys,
+    )
+    assert rc == 0
+    data = json.loads(out.out)
+    assert data["method"] == "pi" and data["s"] == 4.0 and len(data["pairs"]) == 8
+    assert [p["axis"] for p in data["pairs"]] == list("tthhhwww")
+    assert all(p["scale"] == pytest.approx(0.25) for p in data["pairs"])
+    assert data["pairs"][3]["inv_freq"] == pytest.approx(data["pairs"][3]["base_inv_freq"] / 4)
+
+
+def test_cli_all_methods_with_a_plot(tmp_path, capsys):
+    png = tmp_path / "scales.png"
+    rc, out = _run_cli(["rope", "--method", "all", "--new-base", "5e6", "--plot", str(png)], capsys)
+    assert rc == 0
+    methods = json.loads(out.out)["methods"]
+    assert [m["method"] for m in methods] == list(METHOD_NAMES)
+    mrope = next(m for m in methods if m["method"] == "mrope++")
+    assert [p["scale"] for p in mrope["pairs"][:16]] == [1.0] * 16
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_reports_a_bad_request_without_a_traceback(capsys):
+    rc, out = _run_cli(["rope", "--method", "base"], capsys)
+    assert rc == 2 and "needs new_base" in out.err
