@@ -6,12 +6,13 @@ watch. The model is a random Qwen2-VL of a configurable shape fed text plus imag
 rope-index path runs. Defaults are tiny enough for a CPU::
 
     python -m benchmarks.rope_throughput --steps 5
-    python -m benchmarks.rope_throughput --device cuda --dtype bfloat16 --hidden-size 1024 \
-        --layers 8 --heads 8 --seq-len 8192 --steps 20
+    python -m benchmarks.rope_throughput --hidden-size 256 --heads 4 --mrope-section 8,12,12 \
+        --seq-len 2048 --images 8 --steps 10
 
 Methods are timed in interleaved rounds (stock, pi, ..., v2pe, stock, pi, ...) and each
-reports its best round, so a busy machine skews all of them alike rather than one. "stock" is the ``none``
-method, whose buffers are bit-identical to the untouched model (tests/test_apply_method.py).
+reports its best round, so a busy machine skews all of them alike rather than one. "stock"
+is the ``none`` method, whose buffers are bit-identical to the untouched model
+(tests/test_apply_method.py).
 Prints one JSON object per method (tokens/s, ratio to stock). Results are not committed.
 """
 

@@ -297,3 +297,14 @@ def test_qwen25_accepts_every_method_and_generates(qwen25):
             assert out.shape[1] == batch["input_ids"].shape[1] + 3, name
     finally:
         apply_position_method(model, RopeMethodConfig("none"))
+
+
+def test_throughput_benchmark_runs_on_a_tiny_shape(capsys):
+    import json
+
+    from benchmarks.rope_throughput import main
+
+    assert main(["--seq-len", "160", "--images", "1", "--steps", "1", "--warmup", "0", "--rounds", "1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["method"] for r in rows] == ["stock", "pi", "ntk", "yarn", "mrope++", "v2pe"]
+    assert all(r["tokens_per_s"] > 0 for r in rows)
