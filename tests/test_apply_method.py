@@ -275,8 +275,8 @@ def qwen25():
 
 def test_qwen25_v2pe_at_delta_one_equals_its_get_rope_index(qwen25):
     model, batch = qwen25
-    keys = ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw", "attention_mask", "second_per_grid_ts")
-    args = {k: batch[k] for k in keys}
+    keys = ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw", "attention_mask")
+    args = {k: batch[k] for k in (*keys, "second_per_grid_ts")}
     stock, stock_deltas = model.model.get_rope_index(**args)
     apply_position_method(model, V2PEConfig(inference_delta=1.0))
     try:

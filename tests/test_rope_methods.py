@@ -65,7 +65,8 @@ def test_mrope_plus_plus_equals_paper_formula(shape, original, target):
     x = shape.mrope_section[0] // 2
     scale = got.scale
     assert torch.equal(got.inv_freq[: 2 * x], got.base_inv_freq[: 2 * x])  # temporal: untouched
-    torch.testing.assert_close(scale[5 * x - 1 :], torch.full((3 * x + 1,), 1 / s, dtype=torch.float64), rtol=1e-6, atol=0)
+    width = torch.full((3 * x + 1,), 1 / s, dtype=torch.float64)  # d = 5x and the width pairs
+    torch.testing.assert_close(scale[5 * x - 1 :], width, rtol=1e-6, atol=0)
     height = scale[2 * x : 5 * x]  # d = 2x+1 .. 5x: strictly inside the ramp, reaching 1/s at d = 5x
     assert torch.all(height[:-1] < 1) and torch.all(height[:-1] > 1 / s - 1e-7)
     assert torch.all(height[1:] <= height[:-1] + 1e-7)
@@ -193,7 +194,7 @@ def test_cli_method_names_match_the_registry():
 
 def test_cli_prints_per_pair_frequencies_and_scales(capsys):
     rc, out = _run_cli(
-        ["rope", "--method", "pi", "--head-dim", "16", "--mrope-section", "2,3,3", "--original-length", "1024", "--target-length", "4096"],
+        "rope --method pi --head-dim 16 --mrope-section 2,3,3 --original-length 1024 --target-length 4096".split(),
         capsys,
     )
     assert rc == 0

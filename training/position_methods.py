@@ -13,7 +13,13 @@ places the model itself reads positions from:
 
 The method is recorded in ``model.config.giraffe_position_method`` (a plain dict), which
 ``save_pretrained`` writes into config.json; :func:`load_with_position_method` reads it back
-and re-applies it, so a reloaded checkpoint computes the same logits.
+and re-applies it, so a reloaded checkpoint computes the same logits. A plain
+``from_pretrained`` keeps the record but not the behaviour.
+
+Decoding: ``generate`` (transformers 5) continues from the prompt's last position + 1, and a
+hand-written cached loop gets ``rope_deltas`` from our rope index; both equal the V2PE rule
+when the prompt ends in text (it always does with the chat template). A prompt that ends in
+visual tokens would continue at ``last + 1`` under ``generate`` instead of ``ceil(last) + 1``.
 """
 
 from __future__ import annotations
@@ -44,11 +50,10 @@ class PositionMethodConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PositionMethodConfig:
         v2pe = data.get("v2pe")
-        return cls(rope=RopeMethodConfig.from_dict(data.get("rope") or {}), v2pe=V2PEConfig.from_dict(v2pe) if v2pe else None)
-
-    @property
-    def name(self) -> str:
-        return "v2pe" if self.v2pe and self.rope.method == "none" else self.rope.method + ("+v2pe" if self.v2pe else "")
+        return cls(
+            rope=RopeMethodConfig.from_dict(data.get("rope") or {}),
+            v2pe=V2PEConfig.from_dict(v2pe) if v2pe else None,
+        )
 
 
 def as_position_method(method: PositionMethodConfig | RopeMethodConfig | V2PEConfig | dict) -> PositionMethodConfig:
@@ -210,7 +215,9 @@ def apply_position_method(model, method: PositionMethodConfig | RopeMethodConfig
     rotary = find_text_rotary(model)
     freqs = compute_frequencies(cfg.rope, model_rotary_shape(model))
     if freqs.inv_freq.shape != rotary.inv_freq.shape:
-        raise ValueError(f"method gives {tuple(freqs.inv_freq.shape)} frequencies, model has {tuple(rotary.inv_freq.shape)}")
+        raise ValueError(
+            f"method gives {tuple(freqs.inv_freq.shape)} frequencies, model has {tuple(rotary.inv_freq.shape)}"
+        )
     _replace_buffer(rotary, "inv_freq", freqs.inv_freq)
     if hasattr(rotary, "original_inv_freq"):
         _replace_buffer(rotary, "original_inv_freq", freqs.inv_freq)

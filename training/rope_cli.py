@@ -90,7 +90,8 @@ def plot_scales(results: list[dict[str, Any]], out_path: str) -> None:
     ax.set_ylabel("inv_freq / stock inv_freq")
     first = results[0]
     ax.set_title(
-        f"head_dim {first['head_dim']}, base {first['base']:g}, L_V {first['original_length']} -> L' {first['target_length']}",
+        f"head_dim {first['head_dim']}, base {first['base']:g}, "
+        f"L_V {first['original_length']} -> L' {first['target_length']}",
         fontsize=10,
         pad=18,
     )
