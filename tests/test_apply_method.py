@@ -248,7 +248,7 @@ def qwen25():
             "num_heads": 2,
             "window_size": 56,
             "fullatt_block_indexes": [0],
-            "tokens_per_second": 2,
+            "tokens_per_second": 1,
         },
         image_token_id=60,
         video_token_id=61,
@@ -268,7 +268,8 @@ def qwen25():
         "image_grid_thw": torch.tensor([[1, 4, 4]]),
         "pixel_values_videos": torch.randn(32, 3 * 2 * 14 * 14),
         "video_grid_thw": torch.tensor([[2, 4, 4]]),
-        "second_per_grid_ts": torch.tensor([0.5]),  # 2 tokens/s * 0.5 s: temporal step 1
+        "second_per_grid_ts": torch.tensor([1.0]),  # 1 token/s * 1 s: temporal step 1 (integral: see
+        # transformers PR 48669, fractional steps are truncated before multiplying in 5.17)
     }
     return model, batch
 
