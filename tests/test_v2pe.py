@@ -183,3 +183,8 @@ def test_delta_one_equals_get_rope_index_on_processor_output(tiny_model, process
         keep = batch["attention_mask"][b].bool()
         ours, _ = v2pe_mrope_positions(batch["mm_token_type_ids"][b][keep].tolist(), grids, delta=1.0)
         assert torch.equal(ours, stock[:, b, keep].float())
+
+
+def test_an_empty_grid_is_an_error_not_a_hang():
+    with pytest.raises(ValueError, match="no tokens"):
+        v2pe_mrope_positions([0, 1], [[1, 1, 1]], delta=1.0)

@@ -36,8 +36,9 @@ Limits, stated so nobody is surprised:
   part of ``p + k / 256`` is exact only while ``p < 2 ** 16``; with delta 1/4 up to ``2 ** 22``.
 * Training draws one delta per visual block (an image, or a whole video), from a
   ``random.Random(seed)`` stream; the order of draws follows the batch order.
-* Adjacent visual tokens of one modality are split into blocks by their grids (each grid
-  covers ``t * h * w / merge ** 2`` tokens), so back-to-back images are separate blocks.
+* M-RoPE layout: adjacent visual tokens of one modality are split into blocks by their
+  grids (each covers ``t * h * w / merge ** 2`` tokens), so back-to-back images are separate
+  blocks. The 1D function has no grids and treats each run of visual tokens as one block.
 """
 
 from __future__ import annotations
@@ -190,6 +191,8 @@ def v2pe_mrope_positions(
                 interval = float(next(intervals))
             offsets = _grid_offsets(grid, spatial_merge_size, interval)
             size = int(grid[0]) * int(grid[1]) * int(grid[2]) // merge_area
+            if size <= 0:
+                raise ValueError(f"grid {list(grid)} has no tokens after the {spatial_merge_size}x merge")
             if size > left:
                 raise ValueError(f"a grid of {size} tokens does not fit the {left} visual tokens left in a run")
             d = next_delta()
