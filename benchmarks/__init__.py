@@ -1,0 +1,1 @@
+"""Throughput benchmarks (run as modules; results are not committed)."""
