@@ -25,10 +25,12 @@ class GiraffeQwen2VLProcessor(Qwen2VLProcessor):
 
     @staticmethod
     def get_possibly_dynamic_module(module_name: str):
-        if module_name == "VideoProcessorMixin":
-            from transformers.video_processing_utils import VideoProcessorMixin
+        # The base video classes import without torchvision, but transformers exposes them at
+        # top level as placeholders (5.17: BaseVideoProcessor, 5.23: VideoProcessorMixin).
+        if module_name in ("VideoProcessorMixin", "BaseVideoProcessor"):
+            from transformers import video_processing_utils
 
-            return VideoProcessorMixin
+            return getattr(video_processing_utils, module_name)
         try:
             return ProcessorMixin.get_possibly_dynamic_module(module_name)
         except (AttributeError, ValueError):
