@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.video_plan_cli import add_video_plan_parser
+
 
 def _default_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", Path.cwd() / "dagster_home")).resolve()
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="start the Dagster UI and daemon on this project's instance")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+    add_video_plan_parser(sub)
     return parser
 
 
