@@ -1,6 +1,5 @@
 """token_counts asset: exact length of every ChatML sample (a thin wrapper over ``token_count``)."""
 
-from __future__ import annotations
 
 import json
 from pathlib import Path

@@ -1,6 +1,5 @@
 """video_frames asset: a thin Dagster wrapper over ``assets.video_frames``."""
 
-from __future__ import annotations
 
 import base64
 import io
