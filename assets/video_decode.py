@@ -110,14 +110,21 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((w, h), Image.BICUBIC))
 
 
+SEEK_GAIN = 60
+
+
 def read_frames(
     reader,
     indices: Sequence[int],
     sizes: Sequence[tuple[int, int]],
     post: Callable[[np.ndarray], Any] | None = None,
+    seek_gain: int = SEEK_GAIN,
 ) -> list[Any]:
     """Decode ``indices`` (ascending, repeats allowed) in one pass; resize each to ``sizes[i]``
-    and apply ``post`` in a worker thread. Returns the results in order."""
+    and apply ``post`` in a worker thread. Returns the results in order.
+
+    A gap is skipped by decoding through it unless a keyframe in it lets ``seek_accurate``
+    avoid more than ``seek_gain`` frames (a seek flushes the decoder, so short jumps lose)."""
     keys = np.asarray(reader.get_key_indices(), dtype=np.int64)
 
     def finish(frame: np.ndarray, size: tuple[int, int]) -> Any:
@@ -138,7 +145,7 @@ def read_frames(
                 reader.seek_accurate(i)
             elif i > pos:
                 k = keys[np.searchsorted(keys, i, side="right") - 1] if len(keys) else 0
-                if k > pos:  # a keyframe inside the gap: jump to it instead of decoding the gap
+                if k - pos > seek_gain:  # a keyframe far into the gap: jump there instead
                     reader.seek_accurate(i)
                 else:
                     reader.skip_frames(i - pos)

@@ -11,7 +11,8 @@ Videos (H.264, 30 fps, 640x360, GOP 30) are generated into a temp dir with the p
   worker thread overlapping the decode).
 
 It reports sampled frames per second (best of ``--repeats``), the ratio, and checks that both
-return identical frames.
+return identical frames. Runs are interleaved (baseline, ours, baseline, ...) so that
+background load on a shared machine hits both alike.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from assets.video_decode import baseline_frames, open_reader, probe, read_frames
 from assets.video_plan import VideoSamplingConfig, plan_video
 
 
-def best(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
+def best_interleaved(fns, repeats: int) -> list[tuple[float, object]]:
+    """Best time of each function, runs interleaved so background load hits both alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    outs: list[object] = [None] * len(fns)
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            outs[k] = fn()
+            times[k].append(time.perf_counter() - t)
+    return [(min(t), o) for t, o in zip(times, outs)]
 
 
 def main() -> None:
@@ -55,8 +59,11 @@ def main() -> None:
             meta = probe(path, reader)
             plan = plan_video(meta.total_frames, meta.fps, meta.height, meta.width, cfg)
             n = len(plan.indices)
-            t_base, ref = best(lambda: baseline_frames(path, plan.indices, plan.sizes), args.repeats)
-            t_ours, got = best(lambda: read_frames(open_reader(path), plan.indices, plan.sizes), args.repeats)
+            (t_base, ref), (t_ours, got) = best_interleaved(
+                [lambda: baseline_frames(path, plan.indices, plan.sizes),
+                 lambda: read_frames(open_reader(path), plan.indices, plan.sizes)],
+                args.repeats,
+            )
             same = len(ref) == len(got) and all(np.array_equal(a, b) for a, b in zip(ref, got))
             print(f"| {seconds:g} s | {meta.total_frames} | {n} | {plan.sizes[0][1]}x{plan.sizes[0][0]} | {t_base:.2f} | "
                   f"{t_ours:.2f} | {n / t_base:.1f} | {n / t_ours:.1f} | {t_base / t_ours:.2f}x | {same} |", flush=True)
