@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from training.rope_cli import add_rope_parser
+from pipelines.video_plan_cli import add_video_plan_parser
 
 
 def _default_home() -> Path:
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
     add_rope_parser(sub)
+    add_video_plan_parser(sub)
     return parser
 
 

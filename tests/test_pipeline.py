@@ -80,3 +80,24 @@ def test_rematerialising_raw_keeps_its_data_version(demo_run):
     before = event.asset_materialization.tags["dagster/data_version"]
     again = fetch_source(get_source("longalpaca"), HubSettings(), data / "raw" / "longalpaca", data / "embedded")
     assert again.content_hash == before
+
+
+def test_demo_samples_videos_and_counts_every_sample(demo_run):
+    import polars as pl
+
+    code, instance, data = demo_run
+    md = instance.get_latest_materialization_event(dg.AssetKey(["video_frames"])).asset_materialization.metadata
+    assert md["frames_sampled"].value > 0 and md["videos_hybrid"].value == 2  # the two MLVU videos (> 512 frames)
+    assert "data:image/png;base64," in md["tokens_per_video"].value
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey(["video_frames"]), "frames_match_grids")]
+    )
+    assert next(iter(check.values())).status.value == "SUCCEEDED"
+    counts = pl.read_parquet(data / "token_counts" / "token_counts.parquet")
+    rejected = pl.read_parquet(data / "token_counts" / "rejected.parquet")
+    conversations = sum(pl.read_parquet(data / "chatml" / s.name / "conversations.parquet").height for s in SOURCES)
+    assert counts.height + rejected.height == conversations
+    assert set(counts["category"]) == {"long_text", "short_image", "interleave", "video"}
+    video = counts.filter(pl.col("category") == "video")
+    assert (video["n_video_tokens"] > 0).all()
+    assert (counts["n_tokens"] == counts["n_text_tokens"] + counts["n_image_tokens"] + counts["n_video_tokens"]).all()

@@ -1,0 +1,109 @@
+"""Exact token counts of ChatML samples with the target model's processor and chat template.
+
+A sample's length is what the processor would produce: the rendered ChatML (checked equal to
+the model's template elsewhere) tokenised, with each image placeholder grown to the image's
+merged-token count (the processor's own ``get_number_of_image_patches`` on the file's size,
+read from the header only) and each video placeholder replaced by its planned blocks (one
+``<|vision_start|>...<|vision_end|>`` per grid row, see ``assets.hybrid``). Pads and vision
+markers are special tokens, so growing them adds exactly that many tokens: counting is one
+tokenisation per sample, and tests compare it with the processor's ``len(input_ids)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from assets.chat_template import render_chatml
+from assets.video_inputs import video_text_tokens
+
+STAGE = "token_counts"
+COUNT_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("n_tokens", pa.int64(), nullable=False),
+        pa.field("n_text_tokens", pa.int64(), nullable=False),
+        pa.field("n_image_tokens", pa.int64(), nullable=False),
+        pa.field("n_video_tokens", pa.int64(), nullable=False),
+        pa.field("n_images", pa.int32(), nullable=False),
+        pa.field("n_videos", pa.int32(), nullable=False),
+    ]
+)
+
+
+class CountError(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class TokenCounter:
+    """Counts with one processor; ``videos`` maps (sample_id, video_no) -> grid rows, or to a
+    (reason, detail) pair for a video the video stage rejected."""
+
+    processor: Any
+    videos: Mapping[tuple[str, int], Any]
+
+    def image_tokens(self, path: str) -> int:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except Exception as exc:  # unreadable or missing file
+            raise CountError("unreadable_image", f"{path}: {exc}") from None
+        ip = self.processor.image_processor
+        return ip.get_number_of_image_patches(height, width, {}) // (ip.merge_size**2)
+
+    def count(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        messages = row["messages"]
+        parts = [p for m in messages for p in m["content"]]
+        n_text = len(self.processor.tokenizer(render_chatml(messages))["input_ids"])
+        image_tokens = video_tokens = 0
+        n_images = n_videos = 0
+        for p in parts:
+            if p["type"] == "image":
+                n_images += 1
+                image_tokens += self.image_tokens(p["path"])
+                n_text -= 1  # the placeholder's single pad becomes image tokens
+            elif p["type"] == "video":
+                plan = self.videos.get((row["sample_id"], n_videos))
+                if plan is None:
+                    raise CountError("video_not_sampled", f"video {n_videos} has no frame plan")
+                if isinstance(plan, tuple) and len(plan) == 2 and isinstance(plan[0], str):
+                    raise CountError(f"video_{plan[0]}", f"video {n_videos}: {plan[1]}")
+                visual, markers = video_text_tokens(plan)
+                video_tokens += visual
+                n_text += markers - 2 - 1  # one block's markers and pad are already counted
+                n_videos += 1
+        return {
+            "sample_id": row["sample_id"],
+            "source": row["source"],
+            "category": row["category"],
+            "n_tokens": n_text + image_tokens + video_tokens,
+            "n_text_tokens": n_text,
+            "n_image_tokens": image_tokens,
+            "n_video_tokens": video_tokens,
+            "n_images": n_images,
+            "n_videos": n_videos,
+        }
+
+
+def count_table(rows: Sequence[Mapping[str, Any]], counter: TokenCounter) -> tuple[list[dict], list[dict]]:
+    """(counts, rejections) for conversation rows; a sample that cannot be counted is rejected."""
+    counts, rejected = [], []
+    for row in rows:
+        try:
+            counts.append(counter.count(row))
+        except CountError as exc:
+            rejected.append({"sample_id": row["sample_id"], "source": row["source"], "stage": STAGE,
+                             "reason": exc.reason, "detail": exc.detail,
+                             "source_rows": list(row.get("source_rows") or []), "record": ""})
+    return counts, rejected

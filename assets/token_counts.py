@@ -1,0 +1,87 @@
+"""token_counts asset: exact length of every ChatML sample (a thin wrapper over ``token_count``)."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.chatml import chatml_key
+from assets.conversation import REJECTED_SCHEMA
+from assets.metadata import column_schema, counts_table, markdown_table
+from assets.model import BASE_MODEL_KEY
+from assets.registry import SOURCES
+from assets.token_count import COUNT_SCHEMA, STAGE, TokenCounter, count_table
+from assets.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
+from pipelines.resources import DataStore
+
+TOKEN_COUNTS_KEY = dg.AssetKey([STAGE])
+
+
+def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
+    """(sample_id, video_no) -> grid rows, or (reason, detail) for a rejected video."""
+    if not (video_dir / "samples.parquet").is_file():
+        return {}
+    videos = {v["video_key"]: v for v in pq.read_table(video_dir / "videos.parquet").to_pylist()}
+    out: dict[tuple[str, int], object] = {}
+    for s in pq.read_table(video_dir / "samples.parquet").to_pylist():
+        v = videos.get(s["video_key"])
+        if v is None:
+            out[(s["sample_id"], s["video_no"])] = ("missing", "video not in videos.parquet")
+        elif v["status"] != "ok":
+            out[(s["sample_id"], s["video_no"])] = (v["reason"], v["detail"])
+        else:
+            out[(s["sample_id"], s["video_no"])] = json.loads(v["grids"])
+    return out
+
+
+@dg.asset(
+    key=TOKEN_COUNTS_KEY,
+    deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s.name) for s in SOURCES]],
+    group_name=VIDEO_GROUP,
+    kinds={"parquet", "transformers"},
+    description="Exact token length of every ChatML sample with the base model's processor and chat "
+    "template: text + image tokens from image grids + video tokens from the frame plans.",
+)
+def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.MaterializeResult:
+    from training.processor import load_processor
+
+    processor = load_processor(store.stage_dir("model", "base"))
+    counter = TokenCounter(processor, video_plans(store.stage_dir("video_frames")))
+    counts, rejected = [], []
+    for spec in SOURCES:
+        path = store.stage_dir("chatml", spec.name) / "conversations.parquet"
+        if path.is_file():
+            c, r = count_table(pq.read_table(path).to_pylist(), counter)
+            counts += c
+            rejected += r
+    out = store.stage_dir(STAGE)
+    pq.write_table(pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), out / "token_counts.parquet")
+    pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    by_source: dict[str, dict] = {}
+    for c in counts:
+        s = by_source.setdefault(c["source"], {"source": c["source"], "samples": 0, "tokens": 0, "max": 0})
+        s["samples"] += 1
+        s["tokens"] += c["n_tokens"]
+        s["max"] = max(s["max"], c["n_tokens"])
+    context.log.info(f"{len(counts)} samples counted, {len(rejected)} rejected {reasons}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(counts),
+            "dagster/column_schema": column_schema(COUNT_SCHEMA),
+            "rejected": len(rejected),
+            "total_tokens": sum(c["n_tokens"] for c in counts),
+            "video_tokens": sum(c["n_video_tokens"] for c in counts),
+            "image_tokens": sum(c["n_image_tokens"] for c in counts),
+            "by_source": dg.MetadataValue.md(markdown_table(list(by_source.values()))),
+            "rejects_by_reason": dg.MetadataValue.md(counts_table(dict(sorted(reasons.items())))),
+            "rejected_rows": dg.MetadataValue.md(markdown_table(rejected[:20], ["sample_id", "source", "reason", "detail"], width=90)),
+            "tokens_per_sample": dg.MetadataValue.md(histogram_md([c["n_tokens"] for c in counts], "tokens per sample", "tokens")),
+            "path": dg.MetadataValue.path(str(out / "token_counts.parquet")),
+        }
+    )
