@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.rope_cli import add_rope_parser
 from pipelines.video_plan_cli import add_video_plan_parser
+from training.rope_cli import add_rope_parser
 
 
 def _default_home() -> Path:
