@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from assets.chat_template import render_chatml
+from assets.media import RejectRow
 from assets.video_inputs import video_text_tokens
 
 STAGE = "token_counts"
@@ -36,13 +37,6 @@ COUNT_SCHEMA = pa.schema(
 )
 
 
-class CountError(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass
 class TokenCounter:
     """Counts with one processor; ``videos`` maps (sample_id, video_no) -> grid rows, or to a
@@ -58,7 +52,7 @@ class TokenCounter:
             with Image.open(path) as img:
                 width, height = img.size
         except Exception as exc:  # unreadable or missing file
-            raise CountError("unreadable_image", f"{path}: {exc}") from None
+            raise RejectRow("unreadable_image", f"{path}: {exc}") from None
         ip = self.processor.image_processor
         return ip.get_number_of_image_patches(height, width, {}) // (ip.merge_size**2)
 
@@ -76,9 +70,9 @@ class TokenCounter:
             elif p["type"] == "video":
                 plan = self.videos.get((row["sample_id"], n_videos))
                 if plan is None:
-                    raise CountError("video_not_sampled", f"video {n_videos} has no frame plan")
+                    raise RejectRow("video_not_sampled", f"video {n_videos} has no frame plan")
                 if isinstance(plan, tuple) and len(plan) == 2 and isinstance(plan[0], str):
-                    raise CountError(f"video_{plan[0]}", f"video {n_videos}: {plan[1]}")
+                    raise RejectRow(f"video_{plan[0]}", f"video {n_videos}: {plan[1]}")
                 visual, markers = video_text_tokens(plan)
                 video_tokens += visual
                 n_text += markers - 2 - 1  # one block's markers and pad are already counted
@@ -102,7 +96,7 @@ def count_table(rows: Sequence[Mapping[str, Any]], counter: TokenCounter) -> tup
     for row in rows:
         try:
             counts.append(counter.count(row))
-        except CountError as exc:
+        except RejectRow as exc:
             rejected.append({"sample_id": row["sample_id"], "source": row["source"], "stage": STAGE,
                              "reason": exc.reason, "detail": exc.detail,
                              "source_rows": list(row.get("source_rows") or []), "record": ""})

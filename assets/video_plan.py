@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from assets.media import RejectRow
+
 IMAGE_FACTOR = 28  # patch 14 x spatial merge 2: one LLM token per 28x28 pixels
 FRAME_FACTOR = 2  # temporal patch size
 PATCH_SIZE = 14
@@ -36,13 +38,8 @@ FPS_MAX_FRAMES = 768
 MAX_RATIO = 200
 
 
-class PlanError(ValueError):
+class PlanError(RejectRow, ValueError):
     """A video that cannot be planned; ``reason`` is machine-readable (the rejected table's)."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
