@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from assets.chat_template import render_chatml
+from assets.conversation import Rejection
 from assets.media import RejectRow
 from assets.video_inputs import video_text_tokens
 
@@ -97,7 +98,6 @@ def count_table(rows: Sequence[Mapping[str, Any]], counter: TokenCounter) -> tup
         try:
             counts.append(counter.count(row))
         except RejectRow as exc:
-            rejected.append({"sample_id": row["sample_id"], "source": row["source"], "stage": STAGE,
-                             "reason": exc.reason, "detail": exc.detail,
-                             "source_rows": list(row.get("source_rows") or []), "record": ""})
+            source_rows = list(row.get("source_rows") or [])
+            rejected.append(Rejection(row["sample_id"], row["source"], STAGE, exc.reason, exc.detail, source_rows).to_row())
     return counts, rejected

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.conversation import REJECTED_SCHEMA
+from assets.conversation import REJECTED_SCHEMA, Rejection
 from assets.video_plan import HybridConfig, PlanError, VideoSamplingConfig
 
 STAGE = "video_frames"
@@ -225,9 +225,8 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
         samples.append({"sample_id": r.sample_id, "source": r.source, "video_no": r.video_no,
                         "video_key": v["video_key"] or None, "path": r.path})
         if v["status"] != "ok":
-            rejected.append({"sample_id": r.sample_id, "source": r.source, "stage": STAGE, "reason": v["reason"],
-                             "detail": f"video {r.video_no} ({Path(r.path).name}): {v['detail']}",
-                             "source_rows": r.source_rows, "record": r.path})
+            detail = f"video {r.video_no} ({Path(r.path).name}): {v['detail']}"
+            rejected.append(Rejection(r.sample_id, r.source, STAGE, v["reason"], detail, r.source_rows, r.path).to_row())
     videos = list({v["video_key"] or v["path"]: v for v in rows}.values())
     _write(out_dir / "videos.parquet", videos, VIDEO_SCHEMA)
     _write(out_dir / "samples.parquet", samples, SAMPLE_SCHEMA)
