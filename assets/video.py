@@ -1,15 +1,12 @@
 """video_frames asset: a thin Dagster wrapper over ``assets.video_frames``."""
 
-
-import base64
-import io
 import json
 
 import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.chatml import chatml_key
-from assets.metadata import counts_table, markdown_table
+from assets.metadata import counts_table, histogram_md, markdown_table
 from assets.registry import SOURCES
 from assets.video_frames import STAGE, VideoFramesConfig, config_summary, run_video_frames, video_refs
 from assets.video_plan import HybridConfig, VideoSamplingConfig
@@ -40,27 +37,6 @@ class VideoFramesAssetConfig(dg.Config):
             total_pixels=self.total_pixels, hybrid=hybrid,
         )
         return VideoFramesConfig(sampling=sampling, workers=self.workers)
-
-
-def histogram_md(values: list[int], title: str, xlabel: str) -> str:
-    """A PNG histogram (matplotlib Agg) embedded as a data URI in markdown."""
-    if not values:
-        return "_(no data)_"
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
-    ax.hist(values, bins=min(20, max(1, len(set(values)))), color="#4a78c2")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
 @dg.asset(
