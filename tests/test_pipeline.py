@@ -101,3 +101,29 @@ def test_demo_samples_videos_and_counts_every_sample(demo_run):
     video = counts.filter(pl.col("category") == "video")
     assert (video["n_video_tokens"] > 0).all()
     assert (counts["n_tokens"] == counts["n_text_tokens"] + counts["n_image_tokens"] + counts["n_video_tokens"]).all()
+
+
+def test_demo_packs_and_mixes_every_stage_partition(demo_run):
+    """`giraffe demo` runs stage_data once per stage: packed/etvlm_mixture for each partition,
+    their packing checks pass and the shards follow docs/packed_shards.md."""
+    import polars as pl
+
+    from pipelines.partitions import STAGES
+
+    code, instance, data = demo_run
+    assert code == 0
+    counts = pl.read_parquet(data / "token_counts" / "token_counts.parquet")
+    for stage in STAGES:
+        for key in (["packed"], ["etvlm_mixture"]):
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None
+            assert stage in instance.get_materialized_partitions(dg.AssetKey(key)), (key, stage)
+        assignments = pl.read_parquet(data / "packed" / stage / "assignments.parquet")
+        assert assignments.height == counts.height and set(assignments["status"]) <= {"packed", "deferred", "rejected"}
+        assert (data / "etvlm_mixture" / stage / "mixture.parquet").is_file()
+        assert (data / "etvlm_mixture" / stage / "data_card.md").is_file()
+    for check in ("no_sample_lost", "no_truncation", "pack_fill"):
+        evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(["packed"]), check)]
+        )
+        assert next(iter(evaluation.values())).status.value == "SUCCEEDED", check
