@@ -266,6 +266,8 @@ def check_shares(table: pa.Table, plan: MixturePlan, tolerance: float, max_seque
     renormalised it) or when the stage has too few sequences: one sequence of that category
     carries more than ``tolerance`` of the mix, so whole sequences cannot land closer.
     Any other miss is an ERROR."""
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     shares, long_got, total = achieved_shares(table)
     max_seq = dict(max_sequence_tokens or {})
     rows, problems, unexplained = [], [], False

@@ -22,7 +22,6 @@ placement order (longest first), so offsets within a sequence increase in that o
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,9 +82,15 @@ class Packing:
         return out
 
 
+# The kernel keeps O(capacity) arrays (a segment tree and a stack head per room value).
+MAX_CAPACITY = 1 << 24
+
+
 def _check(lengths, capacity: int) -> np.ndarray:
     if int(capacity) != capacity or capacity < 1:
         raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
+    if capacity > MAX_CAPACITY:
+        raise ValueError(f"capacity {capacity} is above the supported {MAX_CAPACITY} tokens")
     arr = np.ascontiguousarray(np.asarray(lengths), dtype=np.int64)
     if arr.ndim != 1:
         raise ValueError(f"lengths must be one-dimensional, got shape {arr.shape}")
@@ -251,7 +256,3 @@ def _kernels() -> dict:
     _KERNELS["order"] = order_kernel
     _KERNELS["bfd"] = bfd_kernel
     return _KERNELS
-
-
-def lower_bound(tokens: int, capacity: int) -> int:
-    return math.ceil(tokens / capacity) if tokens else 0

@@ -100,7 +100,9 @@ def packed(context: dg.AssetExecutionContext, config: PackConfig, store: DataSto
     counts = pq.read_table(counts_path, columns=["sample_id", "source", "category", "n_tokens"])
     context.log.info(f"packing {counts.num_rows} counted samples into {stage} ({capacity} tokens, {config.attention_mode})")
     started = time.perf_counter()
-    result = pack_stage(counts, stage, STAGE_CAPACITIES, long_threshold=config.long_threshold, mode=config.attention_mode)
+    result = pack_stage(
+        counts, stage, STAGE_CAPACITIES, long_threshold=config.long_threshold, mode=config.attention_mode, log=context.log.info
+    )
     seconds = time.perf_counter() - started
     out = store.stage_dir("packed", stage)
     pq.write_table(result.sequences, out / "sequences.parquet")

@@ -16,7 +16,7 @@ own with best-fit decreasing (``assets.packing.pack``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,9 +116,13 @@ def pack_stage(
     *,
     long_threshold: int = DEFAULT_LONG_THRESHOLD,
     mode: str = "concat",
+    log: Callable[[str], None] | None = None,
 ) -> StagePack:
     """Pack the samples of ``counts`` (``sample_id, source, category, n_tokens``) that fit
-    ``stage``; ``capacities`` is every stage's capacity (to name where longer samples go)."""
+    ``stage``; ``capacities`` is every stage's capacity (to name where longer samples go).
+    ``log`` gets one progress line per stratum."""
+    if long_threshold < 0:
+        raise ValueError(f"long_threshold must be >= 0, got {long_threshold}")
     if mode not in MODES:
         raise ValueError(f"attention mode must be one of {MODES}, got {mode!r}")
     if stage not in capacities:
@@ -172,6 +176,11 @@ def pack_stage(
     for cat, is_long in stratum_order(strata):
         rows = np.asarray(strata[(cat, is_long)], dtype=np.int64)
         result = pack(n_tok[rows], capacity)
+        if log:
+            log(
+                f"{stage} {stratum_name(cat, is_long)}: {rows.size} samples -> {result.n_bins} sequences "
+                f"(fill {result.fill:.4f}, lower bound {result.lower_bound})"
+            )
         prefix = f"{stage}-{stratum_name(cat, is_long)}-"
         seq_names = np.array([f"{prefix}{b}" for b in range(result.n_bins)], dtype=object)
         seq_of[rows] = seq_names[result.bin_of]
@@ -291,13 +300,13 @@ def audit_no_truncation(counts: pa.Table, sequences: pa.Table, capacity: int) ->
 
 def stratum_fill(sequences: pa.Table, capacity: int) -> list[dict]:
     """Per stratum: sequences, samples, tokens, fill and the lower bound ceil(tokens/capacity)."""
-    cats = sequences.column("category").to_pylist()
-    longs = sequences.column("long").to_pylist()
+    cats = np.array(sequences.column("category").to_pylist(), dtype=object)
+    longs = sequences.column("long").to_numpy(zero_copy_only=False).astype(bool)
     n_tokens = sequences.column("n_tokens").to_numpy(zero_copy_only=False)
     sizes = pc.list_value_length(sequences.column("sample_ids")).to_numpy(zero_copy_only=False)
     rows = []
-    for cat, is_long in stratum_order(zip(cats, longs)):
-        m = np.array([c == cat and l == is_long for c, l in zip(cats, longs)])
+    for cat, is_long in stratum_order(zip(cats.tolist(), longs.tolist())):
+        m = (cats == cat) & (longs == is_long)
         tok = int(n_tokens[m].sum())
         rows.append(
             {

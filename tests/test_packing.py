@@ -128,6 +128,8 @@ def test_pack_rejects_bad_lengths_and_capacity():
         pack([3, 0, 2], 10)
     with pytest.raises(ValueError, match="capacity"):
         pack([3], 0)
+    with pytest.raises(ValueError, match="above the supported"):
+        pack([3], (1 << 24) + 1)
     empty = pack([], 10)
     assert empty.n_bins == 0 and empty.fill == 1.0
 
