@@ -23,6 +23,7 @@ from assets.video_inputs import expand_videos, video_pixel_values
 from assets.video_plan import HybridConfig, VideoSamplingConfig
 from training.collator import (
     IGNORE_INDEX,
+    PACKED_ATTENTION,
     CollateError,
     MissingMediaError,
     PackedBatchBuilder,
@@ -32,6 +33,7 @@ from training.collator import (
     choose_attn_implementation,
     isolated_attention_kwargs,
     load_packed_rows,
+    register_packed_attention,
 )
 from training.packed_positions import position_rule_for_model
 from training.position_methods import PositionMethodConfig, apply_position_method
@@ -204,6 +206,12 @@ def test_packed_batch_concatenates_samples_with_their_positions(mixed, builder, 
             assert torch.equal(inputs["position_ids"], want)
 
 
+@pytest.fixture(scope="module")
+def ref_model(tiny_model_dir):
+    """The tiny model with its default attention (sdpa)."""
+    return Qwen2VLForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+
+
 def _alone_logits(model, s):
     kwargs = {"input_ids": torch.from_numpy(s.input_ids)[None], "mm_token_type_ids": torch.from_numpy(s.token_types)[None]}
     if s.image_grid_thw:
@@ -223,15 +231,18 @@ def _packed_logits(model, batch):
         return model(**inputs).logits[0]
 
 
-@pytest.mark.parametrize("impl,explicit", [("sdpa", False), ("eager", False), ("sdpa", True)])
-def test_isolated_logits_equal_each_sample_run_alone(mixed, processor, store, counter, tiny_model_dir, impl, explicit):
+@pytest.mark.parametrize("impl,explicit", [("sdpa", False), ("eager", False), ("sdpa", True), (PACKED_ATTENTION, False)])
+def test_isolated_logits_equal_each_sample_run_alone(mixed, processor, store, counter, tiny_model_dir, ref_model, impl,
+                                                    explicit):
+    register_packed_attention()
     model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_model_dir, attn_implementation=impl).eval()
+    assert model.config.text_config._attn_implementation == impl
     builder = PackedBatchBuilder(processor, store, attn_implementation=impl, explicit_mask=explicit)
     seq = _seq(mixed, counter, "isolated")
     batch = builder(seq)
     logits = _packed_logits(model, batch)
-    for (a, b), s in zip(batch.boundaries, builder.collate_samples(seq)):
-        torch.testing.assert_close(logits[a:b], _alone_logits(model, s), rtol=1e-4, atol=1e-5)
+    for (a, b), s in zip(batch.boundaries, builder.collate_samples(seq)):  # alone: stock model, stock positions
+        torch.testing.assert_close(logits[a:b], _alone_logits(ref_model, s), rtol=1e-4, atol=1e-5)
     # control: the same pack with a KV cache (transformers then skips packing detection) leaks
     leaky = batch.model_inputs()
     leaky.pop("labels")
@@ -254,6 +265,32 @@ def test_concat_logits_equal_the_model_on_the_concatenated_sequence(mixed, build
                     pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw,
                     pixel_values_videos=batch.pixel_values_videos, video_grid_thw=batch.video_grid_thw).logits[0]
     torch.testing.assert_close(_packed_logits(model, batch), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", PACKED_ATTENTION])
+def test_training_gradients_do_not_cross_samples(mixed, processor, store, counter, tiny_model_dir, impl):
+    register_packed_attention()
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_model_dir, attn_implementation=impl).train()
+    batch = PackedBatchBuilder(processor, store)(_seq(mixed[:3], counter, "isolated"))
+    (a0, b0), (a1, b1), (a2, b2) = batch.boundaries
+    inputs = batch.model_inputs()
+    inputs["labels"] = inputs["labels"].clone()
+    inputs["labels"][:, :a1] = IGNORE_INDEX  # learn sample 1 only
+    inputs["labels"][:, b1:] = IGNORE_INDEX
+    captured = {}
+
+    def keep(_, __, out):
+        out.retain_grad()
+        captured["emb"] = out
+
+    hook = model.get_input_embeddings().register_forward_hook(keep)
+    try:
+        model(**inputs).loss.backward()
+    finally:
+        hook.remove()
+    grad = captured["emb"].grad[0].abs().sum(-1)
+    assert grad[a1:b1].sum() > 0
+    assert grad[:a1].sum() == 0 and grad[b1:].sum() == 0  # nothing flows into the other samples
 
 
 def test_v2pe_isolated_logits_equal_each_sample_alone(mixed, processor, store, counter, tiny_model_dir):
@@ -290,7 +327,8 @@ def test_explicit_mask_is_block_diagonal_causal():
     assert torch.equal(m, want)
     eager = block_diagonal_causal_mask(cu, "eager")[0, 0]
     assert torch.equal(eager == 0, want)
-    assert choose_attn_implementation("cpu") == "sdpa"
+    assert choose_attn_implementation("concat", "cpu") == "sdpa"
+    assert choose_attn_implementation("isolated", "cpu") == "giraffe_packed"
 
 
 def test_isolated_kwargs_per_implementation(mixed, builder, counter):

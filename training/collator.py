@@ -20,7 +20,8 @@ Pixels: images through the processor's own image processor (the same resize rule
 from the ``video_frames`` stage's PNG frames, normalised and patchified with
 ``assets.video_inputs`` (pixel-equal to transformers, tested there).
 
-Attention: see :func:`isolated_attention_kwargs` and ``training.packed_positions``.
+Attention: ``training.packed_attention`` (which kwargs keep samples apart, per backend);
+positions: ``training.packed_positions``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ from assets.chat_template import (
     render_chatml,
 )
 from assets.video_inputs import video_pixel_values
+from training.packed_attention import (  # noqa: F401  (re-exported: the trainer imports them from here)
+    PACKED_ATTENTION,
+    block_diagonal_causal_mask,
+    choose_attn_implementation,
+    isolated_attention_kwargs,
+    register_packed_attention,
+)
 from training.packed_positions import MODES, PackedPositions, PositionRule, StockMRoPE, packed_position_ids
 
 IGNORE_INDEX = -100
@@ -314,74 +322,6 @@ class SampleCollator:
         out.labels = np.concatenate(label_chunks)
         out.token_types = np.concatenate(type_chunks)
         return out
-
-
-# -- attention -------------------------------------------------------------------------------
-
-
-FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn2")
-
-
-def flash_attn_available() -> bool:
-    """flash-attn importable and a CUDA device present (its varlen kernel is CUDA-only)."""
-    import importlib.util
-
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-
-
-def choose_attn_implementation(device: str | torch.device | None = None) -> str:
-    """``flash_attention_2`` when flash-attn can run here (packed samples via its varlen kernel),
-    else ``sdpa`` (packed samples via a block-diagonal causal mask)."""
-    on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
-    return "flash_attention_2" if on_cuda and flash_attn_available() else "sdpa"
-
-
-def block_diagonal_causal_mask(cu_seqlens: torch.Tensor, attn_implementation: str = "sdpa",
-                               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(1, 1, L, L) mask letting each token see only earlier tokens of its own sample.
-
-    Bool (True = attend) for sdpa; additive (0 / dtype min) for eager. O(L^2) memory: fine for
-    tests and short stages, not for 128K (use flash-attn varlen or transformers' flex path).
-    """
-    lengths = cu_seqlens.diff().long()
-    seg = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
-    n = seg.numel()
-    idx = torch.arange(n)
-    allowed = (seg[:, None] == seg[None, :]) & (idx[:, None] >= idx[None, :])
-    if attn_implementation == "eager":
-        mask = torch.zeros(n, n, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-        return mask[None, None]
-    return allowed[None, None]
-
-
-def isolated_attention_kwargs(positions: PackedPositions, attn_implementation: str = "sdpa",
-                              explicit_mask: bool = False, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """``position_ids`` and ``attention_mask`` that make a Qwen2-VL forward keep samples apart.
-
-    Default (every implementation): the 4-row ``position_ids`` of
-    :meth:`PackedPositions.model_position_ids` and ``attention_mask=None``. transformers 5.x
-    then reads the text row as packing: flash-attention runs its varlen kernel with
-    ``cu_seqlens`` derived from it (equal to ``positions.cu_seqlens``, tested), sdpa/eager build
-    a block-diagonal causal mask, flex attention a block-sparse ``BlockMask``.
-    ``explicit_mask=True`` (sdpa/eager only) passes our own 4D mask instead, with the 3 M-RoPE
-    rows, for code paths that do not detect packing. Concat mode needs neither: a plain causal
-    mask over the 3-row positions.
-
-    ``use_cache=False`` is part of the answer, not an optimisation: transformers only looks for
-    packing when no KV cache exists, and an eval-mode forward creates one by default, which
-    silently gives full causal attention across samples (tested).
-    """
-    if positions.mode == "concat":
-        return {"position_ids": positions.model_position_ids(), "attention_mask": None, "use_cache": False}
-    if explicit_mask:
-        if attn_implementation in FLASH_IMPLEMENTATIONS or "flash" in attn_implementation or attn_implementation == "flex_attention":
-            raise ValueError(f"explicit 4D masks are for sdpa/eager, not {attn_implementation!r}")
-        return {
-            "position_ids": positions.position_ids.unsqueeze(1),
-            "attention_mask": block_diagonal_causal_mask(positions.cu_seqlens, attn_implementation, dtype),
-            "use_cache": False,
-        }
-    return {"position_ids": positions.model_position_ids(), "attention_mask": None, "use_cache": False}
 
 
 # -- packed sequences ------------------------------------------------------------------------
