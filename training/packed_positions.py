@@ -124,9 +124,10 @@ def stock_mrope_positions(
     advance = np.where(is_text_run, run_lens, np.maximum(gh, gw))
     start = np.cumsum(advance) - advance  # exclusive prefix sum
     if sample_starts is not None and len(sample_starts):
-        run_sample = np.cumsum(np.isin(run_starts, np.asarray(sample_starts))) - 1
-        first_run = np.flatnonzero(np.isin(run_starts, np.asarray(sample_starts)))
-        start = start - start[first_run][run_sample]
+        is_start = np.zeros(n, dtype=bool)
+        is_start[np.asarray(sample_starts, dtype=np.int64)] = True
+        opens = is_start[run_starts]  # runs that open a sample
+        start = start - start[np.flatnonzero(opens)][np.cumsum(opens) - 1]
 
     run_id = np.repeat(np.arange(n_runs), run_lens)
     k = np.arange(n, dtype=np.int64) - run_starts[run_id]
