@@ -27,6 +27,7 @@ from training.collator import (
     CollateError,
     MissingMediaError,
     PackedBatchBuilder,
+    PackedSequenceDataset,
     SampleNotFoundError,
     SampleStore,
     block_diagonal_causal_mask,
@@ -354,6 +355,15 @@ def test_load_packed_rows_reads_sequence_shards(tmp_path, mixed, counter):
         load_packed_rows(tmp_path / "bad.parquet")
     with pytest.raises(FileNotFoundError, match="gone.parquet"):
         load_packed_rows(tmp_path / "gone.parquet")
+
+
+def test_dataset_yields_one_packed_sequence_per_step(mixed, builder, counter):
+    from torch.utils.data import DataLoader
+
+    rows = [_seq(mixed[:2], counter, "isolated", "a"), _seq(mixed[2:], counter, "concat", "b")]
+    got = list(DataLoader(PackedSequenceDataset(rows, builder), batch_size=None))
+    assert [b.seq_id for b in got] == ["a", "b"] and [b.mode for b in got] == ["isolated", "concat"]
+    assert [b.n_tokens for b in got] == [r["n_tokens"] for r in rows]
 
 
 def test_unknown_sample_is_a_clear_error(builder, mixed, counter):

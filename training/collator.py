@@ -449,3 +449,19 @@ class PackedBatchBuilder:
             pixel_values_videos=cat(lambda s: s.pixel_values_videos),
             video_grid_thw=video_grids,
         )
+
+
+class PackedSequenceDataset(torch.utils.data.Dataset):
+    """Sequence rows as a map-style dataset of :class:`PackedBatch` (micro-batch = one sequence):
+    ``DataLoader(ds, batch_size=None)`` yields them as they are. With a V2PE rule bound to the
+    model's sampler keep ``num_workers=0`` so the deltas come from the model's one stream."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], builder: PackedBatchBuilder) -> None:
+        self.rows = list(rows)
+        self.builder = builder
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> PackedBatch:
+        return self.builder(self.rows[i])
