@@ -16,4 +16,12 @@ ingest = dg.define_asset_job(
     description="Fetch every source and normalise it to ChatML.",
 )
 
-all_jobs = [everything, ingest]
+# The nightly refresh: fetch every raw source again and nothing else. What is downstream of a
+# source recomputes through the automation policy only where the content hash changed.
+refresh = dg.define_asset_job(
+    "refresh_sources",
+    selection=dg.AssetSelection.groups("raw_sources"),
+    description="Re-fetch every raw source; downstream assets follow only where content changed.",
+)
+
+all_jobs = [everything, ingest, refresh]
