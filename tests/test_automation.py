@@ -151,3 +151,67 @@ def test_refresh_cron_and_timezone_come_from_the_environment():
         nightly_refresh_schedule({"GIRAFFE_REFRESH_CRON": "every night"})
     with pytest.raises(ValueError, match="GIRAFFE_REFRESH_TIMEZONE"):
         nightly_refresh_schedule({"GIRAFFE_REFRESH_TIMEZONE": "Mars/Olympus"})
+
+
+def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
+    """The stages still to come, as stand-ins with the planned keys and partitions: a changed
+    token count re-packs every stage and re-mixes it, training waits for a person, and a new
+    checkpoint partition is evaluated (that partition only) and ranked."""
+    from pipelines.automation import apply_automation
+    from pipelines.partitions import CHECKPOINT_KEY, STAGES, checkpoint_partitions, stage_partitions
+    from pipelines.pools import GPU_POOL
+
+    @dg.asset(key=TOKEN_COUNTS)
+    def counts(): ...
+
+    @dg.asset(key="packed", deps=[TOKEN_COUNTS], partitions_def=stage_partitions, code_version="1")
+    def packed(): ...
+
+    @dg.asset(key="etvlm_mixture", deps=["packed"], partitions_def=stage_partitions, code_version="1")
+    def mixture(): ...
+
+    @dg.asset(key=CHECKPOINT_KEY, partitions_def=checkpoint_partitions, pool=GPU_POOL,
+              ins={"etvlm_mixture": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping("stage"))})
+    def checkpoint(etvlm_mixture): ...
+
+    @dg.asset(key=["eval", "needle"], deps=[CHECKPOINT_KEY], partitions_def=checkpoint_partitions)
+    def needle(): ...
+
+    @dg.asset(key="leaderboard", deps=[dg.AssetKey(["eval", "needle"])])
+    def leaderboard(): ...
+
+    assets = apply_automation([counts, packed, mixture, checkpoint, needle, leaderboard])
+    graph = dg.Definitions(assets=assets).resolve_asset_graph()
+    assert graph.get(CHECKPOINT_KEY).automation_condition is None
+    with dg.instance_for_test() as instance:
+        def report(key, partitions=(None,), version="1"):
+            for p in partitions:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(key, partition=p, tags={DATA_VERSION_TAG: version})
+                )
+
+        ckpts = checkpoint_partitions.get_partition_keys()
+        report(TOKEN_COUNTS)
+        report(dg.AssetKey("packed"), STAGES)
+        report(dg.AssetKey("etvlm_mixture"), STAGES)
+        report(CHECKPOINT_KEY, ckpts)
+        report(dg.AssetKey(["eval", "needle"]), ckpts)
+        report(dg.AssetKey("leaderboard"))
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance)
+        assert result.total_requested == 0
+
+        report(TOKEN_COUNTS, version="2")
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
+        assert result.get_requested_partitions(dg.AssetKey("packed")) == set(STAGES)
+        assert result.get_requested_partitions(dg.AssetKey("etvlm_mixture")) == set(STAGES)
+        assert result.get_num_requested(CHECKPOINT_KEY) == 0  # training is launched by a person
+
+        report(CHECKPOINT_KEY, ["v2pe|8k"], version="retrained")
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
+        assert result.get_requested_partitions(dg.AssetKey(["eval", "needle"])) == {"v2pe|8k"}
+        assert result.get_num_requested(CHECKPOINT_KEY) == 0
+        # The leaderboard (unpartitioned) cannot share that run; it follows once the score lands.
+        assert result.get_num_requested(dg.AssetKey("leaderboard")) == 0
+        report(dg.AssetKey(["eval", "needle"]), ["v2pe|8k"], version="scored")
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
+        assert _requested(result) == {"leaderboard"}
