@@ -34,7 +34,7 @@ stay manual. ``apply_automation`` is applied in ``pipelines/definitions.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import dagster as dg
 
@@ -70,7 +70,7 @@ def on_new_checkpoint() -> dg.AutomationCondition:
 
 
 # First element of the asset key -> condition factory, or None for "manual on purpose".
-AUTOMATION_POLICY: Mapping[str, object] = {
+AUTOMATION_POLICY: Mapping[str, Callable[[], dg.AutomationCondition] | None] = {
     "raw": None,
     "model": None,
     "chatml": on_content_change,
@@ -87,7 +87,7 @@ AUTOMATION_POLICY: Mapping[str, object] = {
 def condition_for(key: dg.AssetKey) -> dg.AutomationCondition | None:
     """The policy's condition for ``key`` (None: manual or not in the policy)."""
     factory = AUTOMATION_POLICY.get(key.path[0])
-    return factory() if callable(factory) else None
+    return factory() if factory is not None else None
 
 
 def apply_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Sequence:
