@@ -84,6 +84,7 @@ def _check(name: str, asset: dg.AssetKey, passed: bool, problems: list[str], sev
     deps=[TOKEN_COUNTS_KEY],
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
+    code_version="1",
     kinds={"parquet", "numba"},
     description="Samples concatenated to at most the stage length (best-fit decreasing, never "
     "truncated), homogeneous in category x long; longer samples deferred or rejected with a reason.",
@@ -154,6 +155,7 @@ def packed(context: dg.AssetExecutionContext, config: PackConfig, store: DataSto
     deps=[PACKED_KEY],
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
+    code_version="1",
     kinds={"parquet"},
     description="The stage's training set: whole packed sequences chosen (seeded, deterministic) to "
     "reach the ETVLM token shares by category and long/short, with its data card.",

@@ -18,6 +18,8 @@ from assets.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
 from pipelines.resources import DataStore
 
 TOKEN_COUNTS_KEY = dg.AssetKey([STAGE])
+# Bump when counting changes (data version = hash(code version, input data versions)).
+TOKEN_COUNTS_CODE_VERSION = "1"
 
 
 def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
@@ -41,6 +43,7 @@ def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
     key=TOKEN_COUNTS_KEY,
     deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s.name) for s in SOURCES]],
     group_name=VIDEO_GROUP,
+    code_version=TOKEN_COUNTS_CODE_VERSION,
     kinds={"parquet", "transformers"},
     description="Exact token length of every ChatML sample with the base model's processor and chat "
     "template: text + image tokens from image grids + video tokens from the frame plans.",

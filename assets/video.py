@@ -15,6 +15,8 @@ from pipelines.resources import DataStore
 VIDEO_GROUP = "video"
 VIDEO_FRAMES_KEY = dg.AssetKey([STAGE])
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
+# Bump when sampling or shard output changes (data version = hash(code version, input versions)).
+VIDEO_FRAMES_CODE_VERSION = "1"
 
 
 class VideoFramesAssetConfig(dg.Config):
@@ -43,6 +45,7 @@ class VideoFramesAssetConfig(dg.Config):
     key=VIDEO_FRAMES_KEY,
     deps=[chatml_key(name) for name in VIDEO_SOURCES],
     group_name=VIDEO_GROUP,
+    code_version=VIDEO_FRAMES_CODE_VERSION,
     kinds={"parquet", "decord"},
     description="Every video a ChatML sample references, sampled at 2 fps with decord (ffmpeg transcode "
     "fallback), resized by smart_resize under per-frame and per-video pixel budgets, hybrid resolution "

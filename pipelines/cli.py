@@ -23,12 +23,20 @@ def _default_home() -> Path:
 
 
 def _prepare_home(home: Path) -> None:
-    """Use ``home`` as DAGSTER_HOME; a new one gets the project's dagster.yaml."""
+    """Use ``home`` as DAGSTER_HOME; a new one gets the project's dagster.yaml. The pool limits
+    (gpu = 1) live in the instance's storage, so they are set here on every start."""
     home.mkdir(parents=True, exist_ok=True)
     project_yaml = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
     if not (home / "dagster.yaml").exists() and project_yaml.is_file():
         (home / "dagster.yaml").write_text(project_yaml.read_text())
     os.environ["DAGSTER_HOME"] = str(home)
+
+    import dagster as dg
+
+    from pipelines.pools import apply_pool_limits
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        apply_pool_limits(instance)
 
 
 def cmd_sources(args: argparse.Namespace) -> int:

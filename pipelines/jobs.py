@@ -26,7 +26,15 @@ ingest = dg.define_asset_job(
     description="Fetch every source and normalise it to ChatML.",
 )
 
-all_jobs = [everything, ingest, stage_data]
+# The nightly refresh: fetch every raw source again and nothing else. What is downstream of a
+# source recomputes through the automation policy only where the content hash changed.
+refresh = dg.define_asset_job(
+    "refresh_sources",
+    selection=dg.AssetSelection.groups("raw_sources"),
+    description="Re-fetch every raw source; downstream assets follow only where content changed.",
+)
+
+all_jobs = [everything, ingest, refresh, stage_data]
 
 # What `giraffe demo` runs, in order; a partitioned job runs once per partition key.
 DEMO_SEQUENCE = ["giraffe_demo", "stage_data"]

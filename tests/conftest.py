@@ -52,3 +52,29 @@ def processor(tiny_model_dir):
     from training.processor import load_processor
 
     return load_processor(tiny_model_dir)
+
+
+# --- ops fixtures ---
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`giraffe demo` once per session into a fresh instance: (exit code, instance, data root).
+
+    Shared by test_pipeline.py (what the demo materialised) and test_ui.py (the same instance
+    served by the real webserver). The environment the CLI sets (DAGSTER_HOME,
+    GIRAFFE_DATA_ROOT) is restored right after, so other tests never see it."""
+    import os
+
+    import dagster as dg
+
+    from pipelines.cli import main
+
+    home = tmp_path_factory.mktemp("dagster-home")
+    data = tmp_path_factory.mktemp("demo-data")
+    old = dict(os.environ)
+    try:
+        code = main(["demo", "--data-root", str(data), "--dagster-home", str(home)])
+        instance = dg.DagsterInstance.get()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return code, instance, data

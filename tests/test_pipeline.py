@@ -1,12 +1,8 @@
 """End to end: the code location loads and `giraffe demo` materialises the whole graph."""
 
-import os
-
 import dagster as dg
-import pytest
 
 from assets.registry import SOURCES
-from pipelines.cli import main
 
 
 def test_definitions_load_with_every_source_asset_and_checks():
@@ -22,18 +18,7 @@ def test_definitions_load_with_every_source_asset_and_checks():
     assert {"no_sample_lost", "no_special_tokens"} <= checks
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    home = tmp_path_factory.mktemp("dagster-home")
-    data = tmp_path_factory.mktemp("demo-data")
-    old = dict(os.environ)
-    try:
-        code = main(["demo", "--data-root", str(data), "--dagster-home", str(home)])
-        instance = dg.DagsterInstance.get()
-        yield code, instance, data
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+# `demo_run` (conftest.py, session scope): `giraffe demo` once, shared with test_ui.py.
 
 
 def test_demo_materialises_every_asset_and_passes_checks(demo_run, capsys):

@@ -1,0 +1,113 @@
+"""What recomputes by itself, and when: the automation policy of the graph in one place.
+
+The nightly refresh (``pipelines/schedules.py``) re-materialises only the raw sources. Each raw
+asset reports ``DataVersion(content hash)``, so a source whose content did not change keeps its
+data version. Everything derived from the data then reacts to *content*, not to runs:
+
+* ``on_content_change()`` requests an asset when a dependency's data version changed since the
+  previous evaluation (or the dependency is itself being requested on this tick, so a change
+  flows down the graph in one run). A refresh that fetched identical content requests nothing.
+* Derived assets carry a ``code_version``, so their data version is a hash of the code version
+  and their inputs' data versions: rerunning one on unchanged inputs keeps its data version and
+  does not wake its own downstream either.
+
+Policy by asset (``AUTOMATION_POLICY``, keyed by the first element of the asset key):
+
+=================  =============================  ==============================================
+asset              condition                      why
+=================  =============================  ==============================================
+``raw/*``          none (the nightly schedule)    fetching is what the schedule is for
+``model/base``     none (manual)                  a base model is chosen, not refreshed
+``chatml/*``       ``on_content_change()``        normalise a source whose content changed
+``video_frames``   ``on_content_change()``        frames follow the video sources' ChatML
+``token_counts``   ``on_content_change()``        lengths follow ChatML, frames and the model
+``packed``         ``on_content_change()``        shards follow token counts (per stage)
+``etvlm_mixture``  ``on_content_change()``        the mixture follows the packed shards
+``checkpoint``     none (manual, ``gpu`` pool)    training is expensive and gated by the GPU
+``eval``           ``eager()``                    re-score whenever a checkpoint materialises
+``leaderboard``    ``eager()``                    re-rank whenever a score lands
+=================  =============================  ==============================================
+
+An asset whose module already sets an ``automation_condition`` keeps it; keys not in the policy
+stay manual. ``apply_automation`` is applied in ``pipelines/definitions.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+AUTOMATION_SENSOR_NAME = "giraffe_automation"
+
+
+def any_deps_content_changed() -> dg.AutomationCondition:
+    """True when a dependency's data version changed since the previous tick, or the dependency
+    is requested on this tick (so a changed source carries through the chain in one run)."""
+    return AC.any_deps_match(AC.data_version_changed() | AC.will_be_requested()).with_label(
+        "any_deps_content_changed"
+    )
+
+
+def on_content_change() -> dg.AutomationCondition:
+    """``eager()`` with content in place of runs: recompute on a changed dependency data version
+    (or when newly missing), never while a dependency is missing or in progress."""
+    return (
+        AC.in_latest_time_window()
+        & (AC.newly_missing() | any_deps_content_changed()).since_last_handled()
+        & ~AC.any_deps_missing()
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label("on_content_change")
+
+
+def on_new_checkpoint() -> dg.AutomationCondition:
+    """Evaluations and the leaderboard: any new materialisation upstream (a retrained checkpoint
+    is a new model even when its inputs are the same, so runs, not data versions, count)."""
+    return AC.eager()
+
+
+# First element of the asset key -> condition factory, or None for "manual on purpose".
+AUTOMATION_POLICY: Mapping[str, Callable[[], dg.AutomationCondition] | None] = {
+    "raw": None,
+    "model": None,
+    "chatml": on_content_change,
+    "video_frames": on_content_change,
+    "token_counts": on_content_change,
+    "packed": on_content_change,
+    "etvlm_mixture": on_content_change,
+    "checkpoint": None,
+    "eval": on_new_checkpoint,
+    "leaderboard": on_new_checkpoint,
+}
+
+
+def condition_for(key: dg.AssetKey) -> dg.AutomationCondition | None:
+    """The policy's condition for ``key`` (None: manual or not in the policy)."""
+    factory = AUTOMATION_POLICY.get(key.path[0])
+    return factory() if factory is not None else None
+
+
+def apply_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Sequence:
+    """The same assets with the policy's automation condition on every spec that has none."""
+
+    def _apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        condition = condition_for(spec.key)
+        if spec.automation_condition is not None or condition is None:
+            return spec
+        return spec.replace_attributes(automation_condition=condition)
+
+    return dg.map_asset_specs(_apply, list(assets))
+
+
+def automation_sensor(minimum_interval_seconds: int = 60) -> dg.AutomationConditionSensorDefinition:
+    """The daemon's sensor that evaluates every asset's condition (running by default)."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR_NAME,
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description="Carries a changed source's content down the graph (see pipelines/automation.py).",
+    )
