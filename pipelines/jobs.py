@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pipelines.partitions import checkpoint_partitions
+
+# Per-checkpoint evaluations are partitioned by recipe|stage: they run per partition (their own
+# job below, a backfill, or automatically when a checkpoint partition lands), not in the
+# unpartitioned demo run.
+CHECKPOINT_EVALUATIONS = dg.AssetSelection.groups("evaluation")
+
 # The main job: everything that exists, raw sources to the last stage built so far.
 everything = dg.define_asset_job(
     "giraffe_demo",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - CHECKPOINT_EVALUATIONS,
     description="Materialise the whole graph (on the embedded default unless configured otherwise).",
 )
 ingest = dg.define_asset_job(
@@ -15,5 +22,11 @@ ingest = dg.define_asset_job(
     selection=dg.AssetSelection.groups("raw_sources", "chatml"),
     description="Fetch every source and normalise it to ChatML.",
 )
+evaluate_checkpoint = dg.define_asset_job(
+    "evaluate_checkpoint",
+    selection=CHECKPOINT_EVALUATIONS,
+    partitions_def=checkpoint_partitions,
+    description="Every benchmark on one checkpoint partition (recipe|stage).",
+)
 
-all_jobs = [everything, ingest]
+all_jobs = [everything, ingest, evaluate_checkpoint]
