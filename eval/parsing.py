@@ -13,7 +13,8 @@ option letter
     in order: a letter that opens the answer ("B", "(B)", "B.", "B)", "[B]"), after dropping
     prefixes such as "The answer is" / "Answer:" / "Best option:"; then an explicit
     "answer/option (is) X" anywhere; then a lone "(X)" anywhere; then the text of exactly one
-    option contained in the output (case-insensitive, longest match first). Only letters of the
+    option contained in the output (case-insensitive; an option whose text lies inside another
+    matched option's text does not count). Only letters of the
     item's options count, and a capital "A" used as an article ("A red circle") is only read as
     a letter when followed by a delimiter, never by a word.
 """
@@ -91,11 +92,11 @@ def parse_choice(text: str | None, options: Mapping[str, str]) -> str | None:
     matches = [k.upper() for k, v in options.items() if v and str(v).strip() and str(v).strip().lower() in low]
     if len(matches) == 1:
         return matches[0]
-    if len(matches) > 1:  # one option's text may contain another's: keep the longest if it is unique
-        longest = max(len(str(options[k]).strip()) for k in matches)
-        best = [k for k in matches if len(str(options[k]).strip()) == longest]
-        if len(best) == 1:
-            return best[0]
+    if len(matches) > 1:  # "dark red" also matches "red": drop options contained in another match
+        texts = {k: str(options[k]).strip().lower() for k in matches}
+        outer = [k for k in matches if not any(k != o and texts[k] in texts[o] for o in matches)]
+        if len(outer) == 1:
+            return outer[0]
     return None
 
 

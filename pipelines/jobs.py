@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.partitions import checkpoint_partitions
-
 # Per-checkpoint evaluations are partitioned by recipe|stage: they run per partition (their own
 # job below, a backfill, or automatically when a checkpoint partition lands), not in the
 # unpartitioned demo run.
@@ -25,8 +23,7 @@ ingest = dg.define_asset_job(
 evaluate_checkpoint = dg.define_asset_job(
     "evaluate_checkpoint",
     selection=CHECKPOINT_EVALUATIONS,
-    partitions_def=checkpoint_partitions,
-    description="Every benchmark on one checkpoint partition (recipe|stage).",
+    description="Every benchmark on one checkpoint partition (recipe|stage); partitions inferred from the assets.",
 )
 
 all_jobs = [everything, ingest, evaluate_checkpoint]
