@@ -17,8 +17,9 @@ Thin Dagster wrappers over ``eval/`` (plain Python):
 * ``leaderboard`` (group ``leaderboard``): every evaluated model x benchmark as a markdown
   table, the Visual Haystack curve and the VideoMME-by-duration plot (PNG, embedded in the
   metadata), and the check ``short_context_regression`` (WARN) on MME/MMBench vs the base.
-* ``eval/lmms_eval`` (group ``evaluation``, only when lmms-eval is installed): lmms-eval's
-  standard tasks through Dagster Pipes; its rows join the leaderboard as ``source=lmms-eval``.
+* ``eval/lmms_eval`` (group ``lmms_eval``, only when lmms-eval is installed; run on demand):
+  lmms-eval's standard tasks through Dagster Pipes; its rows join the leaderboard as
+  ``source=lmms-eval``.
 
 Lineage in the UI: leaderboard -> eval/<name> -> checkpoint (-> shards -> raw, built by the
 training assets) and eval/<name> -> benchmark/<name>.
@@ -49,6 +50,7 @@ from pipelines.resources import DataStore, SourceHub
 BENCHMARK_GROUP = "benchmarks"
 EVAL_GROUP = "evaluation"
 LEADERBOARD_GROUP = "leaderboard"
+LMMS_EVAL_GROUP = "lmms_eval"  # on demand only: not in the automatic per-checkpoint evaluations
 EVAL_BASE_KEY = dg.AssetKey(["eval_base"])
 LEADERBOARD_KEY = dg.AssetKey(["leaderboard"])
 LMMS_EVAL_KEY = dg.AssetKey(["eval", "lmms_eval"])
@@ -367,7 +369,7 @@ def eval_base(context: dg.AssetExecutionContext, config: EvalConfig, store: Data
 
 @dg.asset(
     key=LMMS_EVAL_KEY,
-    group_name=EVAL_GROUP,
+    group_name=LMMS_EVAL_GROUP,
     partitions_def=checkpoint_partitions,
     deps=[dg.AssetDep(CHECKPOINT_KEY, partition_mapping=dg.IdentityPartitionMapping())],
     kinds={"pytorch"},

@@ -169,6 +169,13 @@ def limit_per_split(items: list[EvalItem], n: int | None, seed: int) -> list[Eva
 # ----------------------------------------------------------------------------- Visual Haystack
 
 
+def _haystack_answer(row: dict[str, Any]) -> str:
+    try:
+        return str(row["conversations"][1]["value"]).strip().lower().rstrip(".")
+    except (KeyError, IndexError, TypeError):
+        return ""
+
+
 def load_visual_haystack(ctx: LoadContext) -> list[EvalItem]:
     opts = ctx.options
     image_root = Path(opts.image_root) if opts.image_root else ctx.media_base
@@ -178,12 +185,15 @@ def load_visual_haystack(ctx: LoadContext) -> list[EvalItem]:
         count = vh.source_count(n)
         if count not in files:
             files[count] = ctx.rows([vh.file_path(count)])
+            for idx, row in enumerate(files[count]):  # reported once per file, whichever counts use it
+                answer = _haystack_answer(row)
+                if answer not in ("yes", "no"):
+                    ctx.reject(f"vh-{vh.file_key(count)}-{idx}", "bad_answer", f"answer {answer!r} is not yes/no", idx, row)
         rows = files[count]
         rng = random.Random(f"visual_haystack:{opts.seed}:{n}")
         by_answer: dict[str, list[int]] = {"yes": [], "no": []}
         for idx, row in enumerate(rows):
-            answer = str((row.get("conversations") or [{}, {}])[-1].get("value", "")).strip().lower().rstrip(".")
-            by_answer.setdefault(answer, []).append(idx)
+            by_answer.setdefault(_haystack_answer(row), []).append(idx)
         for v in by_answer.values():
             rng.shuffle(v)
         half = opts.items_per_size // 2
@@ -202,9 +212,6 @@ def load_visual_haystack(ctx: LoadContext) -> list[EvalItem]:
                 pos, negs = list(row["pos_image"] or []), list(row["neg_image"] or [])
             except (KeyError, IndexError, TypeError) as exc:
                 ctx.reject(item_id, "malformed_row", f"{type(exc).__name__}: {exc}", idx, row)
-                continue
-            if answer not in ("yes", "no"):
-                ctx.reject(item_id, "bad_answer", f"answer {answer!r} is not yes/no", idx, row)
                 continue
             if len(pos) != 1:
                 ctx.reject(item_id, "not_single_needle", f"{len(pos)} positive images", idx, row)

@@ -6,13 +6,13 @@ import dagster as dg
 
 # Per-checkpoint evaluations are partitioned by recipe|stage: they run per partition (their own
 # job below, a backfill, or automatically when a checkpoint partition lands), not in the
-# unpartitioned demo run.
+# unpartitioned demo run; the optional lmms-eval asset (group lmms_eval) runs on demand.
 CHECKPOINT_EVALUATIONS = dg.AssetSelection.groups("evaluation")
 
 # The main job: everything that exists, raw sources to the last stage built so far.
 everything = dg.define_asset_job(
     "giraffe_demo",
-    selection=dg.AssetSelection.all() - CHECKPOINT_EVALUATIONS,
+    selection=dg.AssetSelection.all() - CHECKPOINT_EVALUATIONS - dg.AssetSelection.groups("lmms_eval"),
     description="Materialise the whole graph (on the embedded default unless configured otherwise).",
 )
 ingest = dg.define_asset_job(

@@ -3,6 +3,7 @@
 saves), the base model, and the leaderboard with both plots and the regression check."""
 
 import json
+import os
 import shutil
 
 import dagster as dg
@@ -172,6 +173,61 @@ def test_definitions_wire_evaluation_to_checkpoints_and_automation():
     demo_keys = {k for k in demo.asset_layer.executable_asset_keys} if hasattr(demo, "asset_layer") else set()
     assert LEADERBOARD_KEY in demo_keys and eval_key("mme") not in demo_keys
     assert defs.resolve_job_def("evaluate_checkpoint").partitions_def == checkpoint_partitions
+
+
+FAKE_LMMS_MAIN = """
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(args[args.index("--output_path") + 1]) / "giraffe_qwen2_vl"
+out.mkdir(parents=True, exist_ok=True)
+import importlib
+plugin = os.environ["LMMS_EVAL_PLUGINS"].split(",")[-1]
+models = importlib.import_module(plugin + ".models").AVAILABLE_MODELS
+(out.parent / "seen.json").write_text(json.dumps({"argv": args, "plugin": plugin, "models": models}))
+(out / "20260101_000000_results.json").write_text(json.dumps({
+    "results": {"mme": {"alias": "mme", "mme_percetion_score,none": 1200.0, "mme_cognition_score,none": 300.0}},
+    "config": {"model": "giraffe_qwen2_vl", "model_args": args[args.index("--model_args") + 1]},
+    "n-samples": {"mme": {"original": 2374, "effective": 4}},
+    "lmms_eval_version": "stand-in",
+}))
+print("stand-in lmms-eval done")
+"""
+
+
+def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatch):
+    """The Pipes wiring without the optional extra: a stand-in ``lmms_eval`` package (visible
+    only to the subprocess) records how it was called and writes a results file in lmms-eval's
+    format; the asset must pass the plugin, parse the file and report the scores."""
+    from assets.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+
+    fake = tmp_path / "fake" / "lmms_eval"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(FAKE_LMMS_MAIN)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")) if p))
+    data, instance, _ = run
+    result = dg.materialize(
+        [lmms_eval_run],
+        partition_key=PARTITIONS[0],
+        resources={"store": DataStore(root=str(data))},
+        instance=instance,
+        run_config={"ops": {"eval__lmms_eval": {"config": {"tasks": ["mme"], "limit": 4}}}},
+    )
+    assert result.success
+    out = data / "eval" / "lmms_eval" / "mrope_pp" / "8k"
+    seen = json.loads((out / "seen.json").read_text())
+    assert seen["plugin"] == "eval.lmms_plugin" and seen["models"] == {"giraffe_qwen2_vl": "GiraffeQwen2VL"}
+    assert seen["argv"][seen["argv"].index("--model_args") + 1] == f"pretrained={checkpoint_dir(data, 'mrope_pp', '8k')}"
+    assert seen["argv"][seen["argv"].index("--tasks") + 1] == "mme" and "--limit" in seen["argv"]
+    row = json.loads((out / "leaderboard_row.json").read_text())
+    assert (row["model"], row["method"], row["source"]) == ("mrope_pp/8k", "mrope++", "lmms-eval")
+    assert row["mme_perception"] == 1200.0 and row["mme_pct"] == pytest.approx(1500 / 2800 * 100, abs=0.05)
+    md = _md(result, LMMS_EVAL_KEY)
+    assert md["tasks"].value == "mme" and md["scores"].value["mme_cognition"] == 300.0
+    board = dg.materialize([leaderboard], resources={"store": DataStore(root=str(data)), "hub": SourceHub()}, instance=instance)
+    assert "| mrope_pp/8k | mrope++ | lmms-eval |" in _md(board, LEADERBOARD_KEY)["leaderboard"].value
+    (out / "leaderboard_row.json").unlink()  # leave the shared fixture as the other tests expect
 
 
 @pytest.mark.skipif(not lmms_eval_available(), reason="lmms-eval is not installed (optional [eval] extra); the Pipes run needs it")

@@ -48,6 +48,7 @@ def test_visual_haystack_file_format_and_subsampling(tmp_path):
             {"pos_image": [names[1]], "neg_image": names[2:6], "conversations": [{"from": "human", "value": "<image>\nFor the image with a cat, is there a sofa?"}, {"from": "gpt", "value": "No"}]},
             {"pos_image": [names[6]], "neg_image": names[7:11], "conversations": [{"from": "human", "value": "For the image with a bus, is there a person?"}, {"from": "gpt", "value": "yes"}]},
             {"pos_image": [names[0]], "neg_image": names[7:10] + [names[11]], "conversations": [{"from": "human", "value": "q?"}, {"from": "gpt", "value": "no"}]},
+            {"pos_image": [names[0]], "neg_image": names[1:5], "conversations": [{"from": "human", "value": "q?"}, {"from": "gpt", "value": "maybe"}]},
         ],
     }
     for key, rows in files.items():
@@ -73,8 +74,9 @@ def test_visual_haystack_file_format_and_subsampling(tmp_path):
     # the third row of file 5 names an image that is not there: quarantined at N=5 (at N=4 the
     # missing distractor may or may not be drawn)
     reasons = [r.reason for r in c.rejected]
-    assert reasons.count("missing_media") >= 1 and set(reasons) == {"missing_media"}
-    assert c.rows_in == 1 + 3  # each file read once although 4 and 5 both use file 5
+    assert reasons.count("missing_media") >= 1 and set(reasons) == {"missing_media", "bad_answer"}
+    assert reasons.count("bad_answer") == 1  # the "maybe" row, reported once for its file
+    assert c.rows_in == 1 + 4  # each file read once although 4 and 5 both use file 5
 
 
 def test_videomme_parquet_format(tmp_path):
