@@ -154,7 +154,14 @@ class Runner:
         except (DecodeError, PlanError) as exc:
             raise RejectRow(f"video_{exc.reason}", exc.detail) from None
         pixels, grids = video_pixel_values(sampled.frames, sampled.plan.frame_rows, sampled.plan.grids)
-        plan = {"n_frames": len(sampled.plan.indices), "grids": [list(g) for g in sampled.plan.grids], "hybrid": sampled.plan.hybrid is not None}
+        n = len(sampled.plan.indices)
+        plan = {
+            "n_frames": n,
+            "grids": [list(g) for g in sampled.plan.grids],
+            "hybrid": sampled.plan.hybrid is not None,
+            # seconds one temporal patch (2 frames) spans: Qwen2.5-VL's second_per_grid_ts
+            "seconds_per_patch": 2 * sampled.plan.duration / n,
+        }
         self._video_cache = (path, (pixels, grids, plan))
         return pixels, grids, plan
 
@@ -201,6 +208,9 @@ class Runner:
         if videos:
             inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate([p.video_pixels for p in videos]))
             inputs["video_grid_thw"] = torch.from_numpy(np.concatenate([p.video_grids for p in videos]))
+            if "qwen2_5" in str(getattr(self.model.config, "model_type", "")):  # absolute time in M-RoPE
+                seconds = [p.video_plan["seconds_per_patch"] for p in videos for _ in range(len(p.video_grids))]
+                inputs["second_per_grid_ts"] = torch.tensor(seconds, dtype=torch.float32)
         inputs["mm_token_type_ids"] = mm_token_type_ids(inputs["input_ids"], self.tokenizer)
         return inputs
 
@@ -222,7 +232,7 @@ class Runner:
         dtype = next(self.model.parameters()).dtype
         for k, v in inputs.items():
             v = v.to(device)
-            inputs[k] = v.to(dtype) if k.startswith("pixel_values") else v
+            inputs[k] = v.to(dtype) if k.startswith("pixel_values") else v  # second_per_grid_ts stays float32
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
