@@ -58,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from pipelines.jobs import DEMO_SEQUENCE
+    from pipelines.jobs import DEMO_SEQUENCE, demo_partition_keys
 
     instance = dg.DagsterInstance.get()
     defs = build_definitions()
@@ -69,7 +69,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The default job is followed by the stage-partitioned jobs, one run per partition key.
     for name in DEMO_SEQUENCE if args.job == "giraffe_demo" else [args.job]:
         job = defs.resolve_job_def(name)
-        keys = job.partitions_def.get_partition_keys() if job.partitions_def else [None]
+        keys = demo_partition_keys(job)
         for key in keys:
             label = f"'{name}'" + (f" partition {key}" if key else "")
             print(f"giraffe demo: materialising job {label} into {home}", flush=True)

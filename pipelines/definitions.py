@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.chatml import chatml_assets
+from assets.evaluation import evaluation_assets
 from assets.model import base_model
 from assets.packing_assets import packing_assets
 from assets.sources import raw_assets
@@ -19,7 +20,7 @@ from pipelines.schedules import nightly_refresh_schedule
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Definitions with resources from the environment (read now, not at first import)."""
     return dg.Definitions(
-        assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets]),
+        assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, *evaluation_assets]),
         jobs=all_jobs,
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],

@@ -1,31 +1,59 @@
-"""Jobs a user launches from the UI or the CLI."""
+"""Jobs a user launches from the UI or the CLI, and the order ``giraffe demo`` runs them in.
+
+A Dagster job cannot mix partitions definitions, so the graph runs as four jobs: the
+unpartitioned data (raw sources to token counts, benchmark data, the base model's scores),
+the stage-partitioned shards and mixture, the recipe x stage checkpoints with their
+evaluations, and the leaderboard over all of them.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-# Groups of stage-partitioned assets: a job cannot mix partitions definitions, so they run in
-# their own job, one run per stage (``giraffe demo`` runs DEMO_SEQUENCE in order).
-STAGE_GROUPS = ["packing"]
+from pipelines.partitions import RECIPES, STAGES
 
-# The main job: every unpartitioned asset, raw sources to token counts.
+STAGE_GROUPS = ["packing"]
+CHECKPOINT_GROUPS = ["training", "evaluation"]
+REPORT_GROUPS = ["leaderboard"]
+ON_DEMAND_GROUPS = ["lmms_eval"]
+
+CHECKPOINT_EVALUATIONS = dg.AssetSelection.groups("evaluation")
+LEADERBOARD = dg.AssetSelection.assets(dg.AssetKey(["leaderboard"]))
+
 everything = dg.define_asset_job(
     "giraffe_demo",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*STAGE_GROUPS),
-    description="Materialise the unpartitioned graph (on the embedded default unless configured "
-    "otherwise); `giraffe demo` then runs stage_data for every stage.",
+    selection=dg.AssetSelection.all()
+    - dg.AssetSelection.groups(*STAGE_GROUPS, *CHECKPOINT_GROUPS, *ON_DEMAND_GROUPS)
+    - LEADERBOARD,
+    description="The unpartitioned graph: raw sources, ChatML, video frames, token counts, the base "
+    "model, benchmark data and the base model's scores. `giraffe demo` then runs stage_data per "
+    "stage, train_and_eval per recipe stage, and the leaderboard.",
 )
 stage_data = dg.define_asset_job(
     "stage_data",
-    selection=dg.AssetSelection.groups("packing"),
+    selection=dg.AssetSelection.groups(*STAGE_GROUPS),
     description="Pack every counted sample and mix the ETVLM training set of one stage partition.",
+)
+train_and_eval = dg.define_asset_job(
+    "train_and_eval",
+    selection=dg.AssetSelection.groups(*CHECKPOINT_GROUPS),
+    description="Train one recipe|stage checkpoint (Pipes) and run every benchmark on it.",
+)
+evaluate_checkpoint = dg.define_asset_job(
+    "evaluate_checkpoint",
+    selection=CHECKPOINT_EVALUATIONS,
+    description="Every benchmark on one checkpoint partition (recipe|stage).",
+)
+report = dg.define_asset_job(
+    "report",
+    selection=LEADERBOARD,
+    description="The leaderboard over every evaluated checkpoint and the base model.",
 )
 ingest = dg.define_asset_job(
     "ingest_sources",
     selection=dg.AssetSelection.groups("raw_sources", "chatml"),
     description="Fetch every source and normalise it to ChatML.",
 )
-
 # The nightly refresh: fetch every raw source again and nothing else. What is downstream of a
 # source recomputes through the automation policy only where the content hash changed.
 refresh = dg.define_asset_job(
@@ -34,7 +62,22 @@ refresh = dg.define_asset_job(
     description="Re-fetch every raw source; downstream assets follow only where content changed.",
 )
 
-all_jobs = [everything, ingest, refresh, stage_data]
+all_jobs = [everything, ingest, refresh, stage_data, train_and_eval, evaluate_checkpoint, report]
 
-# What `giraffe demo` runs, in order; a partitioned job runs once per partition key.
-DEMO_SEQUENCE = ["giraffe_demo", "stage_data"]
+# What `giraffe demo` runs, in order; a partitioned job runs once per key of demo_partition_keys.
+DEMO_SEQUENCE = ["giraffe_demo", "stage_data", "train_and_eval", "report"]
+
+
+def demo_partition_keys(job: dg.JobDefinition) -> list[str | None]:
+    """Partition keys the demo runs a job for, in dependency order: every stage for the shards;
+    for checkpoints each recipe's own stages in progressive order (stage k needs k-1)."""
+    if job.partitions_def is None:
+        return [None]
+    if isinstance(job.partitions_def, dg.MultiPartitionsDefinition):
+        return [
+            dg.MultiPartitionKey({"recipe": name, "stage": stage})
+            for name, recipe in RECIPES.items()
+            for stage in recipe.stages
+            if stage in STAGES
+        ]
+    return list(job.partitions_def.get_partition_keys())

@@ -1,0 +1,154 @@
+"""Fetching a benchmark: the hub repository or its embedded sample, through the same loader.
+
+As for the training sources (``assets.hub``), hub and embedded differ only in the location
+handed to ``datasets.load_dataset`` (a repo id or the local folder laid out like the repo) and
+in where media come from (``snapshot_download`` vs already in the folder); archives are unpacked
+by the same code either way. The result is a normalised ``items.parquet`` (see
+``eval.items``), ``rejected.parquet`` with a reason per quarantined row, and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.conversation import REJECTED_SCHEMA, Rejection
+from assets.hub import HubSettings, unpack_archives
+from eval.benchmarks import BenchmarkSpec
+from eval.embedded import GENERATORS
+from eval.formats import LOADERS, FetchOptions, LoadContext, limit_per_split
+from eval.items import EvalItem, items_table
+
+SAMPLE_VERSION = 1
+SAMPLE_STAMP = ".giraffe-benchmark-sample.json"
+
+
+@dataclass
+class FetchedBenchmark:
+    name: str
+    mode: str
+    location: str
+    rows_in: int
+    items: list[EvalItem]
+    rejected: list[Rejection]
+    items_path: Path
+    rejected_path: Path
+
+    def reasons(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rejected:
+            out[r.reason] = out.get(r.reason, 0) + 1
+        return out
+
+    def by_split(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in self.items:
+            out[i.split] = out.get(i.split, 0) + 1
+        return out
+
+
+def ensure_sample(spec: BenchmarkSpec, embedded_root: Path, options: FetchOptions, seed: int = 0) -> Path:
+    """Generate the benchmark's local sample once per (version, seed, options); atomic."""
+    target = embedded_root / spec.hub_id
+    stamp = {"benchmark": spec.name, "version": SAMPLE_VERSION, "seed": seed, "options": options.generation_key()}
+    stamp_path = target / SAMPLE_STAMP
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+        return target
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    GENERATORS[spec.name](tmp, options, seed)
+    (tmp / SAMPLE_STAMP).write_text(json.dumps(stamp))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def join_split_archives(base: Path, parts: tuple[tuple[str, str], ...]) -> list[Path]:
+    """Concatenate ``name.part.aa, .ab, ...`` into ``name`` (what ``cat`` does), once."""
+    joined = []
+    for pattern, name in parts:
+        pieces = sorted(base.glob(pattern))
+        out = base / name
+        if not pieces or out.exists():
+            continue
+        tmp = out.with_name(out.name + ".partial")
+        with tmp.open("wb") as dst:
+            for p in pieces:
+                with p.open("rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        tmp.rename(out)
+        joined.append(out)
+    return joined
+
+
+def prepare_media(spec: BenchmarkSpec, settings: HubSettings, location: str, media_dir: Path) -> Path:
+    """Download (hub) or locate (embedded) the benchmark's media and unpack its archives."""
+    if settings.mode == "hub":
+        base = media_dir
+        if spec.media_patterns:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(
+                repo_id=spec.hub_id,
+                repo_type="dataset",
+                allow_patterns=list(spec.media_patterns),
+                local_dir=str(media_dir),
+                token=settings.token,
+                revision=settings.revision,
+            )
+    else:
+        base = Path(location)
+    join_split_archives(base, spec.split_archives)
+    unpack_archives(base, spec.archives)
+    return base
+
+
+def fetch_benchmark(
+    spec: BenchmarkSpec,
+    settings: HubSettings,
+    out_dir: Path,
+    embedded_root: Path,
+    options: FetchOptions = FetchOptions(),
+) -> FetchedBenchmark:
+    """Load one benchmark into ``out_dir`` (items, rejected, manifest)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.mode == "hub":
+        location = spec.hub_id
+    else:
+        location = str(ensure_sample(spec, embedded_root, options, settings.seed))
+    media_base = prepare_media(spec, settings, location, out_dir / "media")
+    ctx = LoadContext(
+        benchmark=spec.name,
+        location=location,
+        media_base=media_base,
+        media_out=out_dir / "media" / "inline",
+        options=options,
+        settings=settings,
+        cache_dir=out_dir.parent / ".hf-cache",
+    )
+    items = LOADERS[spec.name](ctx)
+    items = limit_per_split(items, options.max_items_per_split, options.seed)
+    items_path, rejected_path = out_dir / "items.parquet", out_dir / "rejected.parquet"
+    pq.write_table(items_table(items), items_path)
+    pq.write_table(pa.Table.from_pylist([r.to_row() for r in ctx.rejected], schema=REJECTED_SCHEMA), rejected_path)
+    fetched = FetchedBenchmark(spec.name, settings.mode, location, ctx.rows_in, items, ctx.rejected, items_path, rejected_path)
+    manifest: dict[str, Any] = {
+        "benchmark": spec.name,
+        "hub_id": spec.hub_id,
+        "mode": settings.mode,
+        "location": location,
+        "rows_in": ctx.rows_in,
+        "items": len(items),
+        "rejected": fetched.reasons(),
+        "by_split": fetched.by_split(),
+        "options": options.__dict__ | {"haystack_sizes": list(options.haystack_sizes)},
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return fetched

@@ -1,0 +1,59 @@
+"""``python -m eval.lmms_pipes``: one lmms-eval run, launched and reported through Dagster Pipes.
+
+The Dagster asset (``assets.evaluation``, ``eval/lmms_eval``) starts this with
+``PipesSubprocessClient`` and these extras: ``checkpoint``, ``output_dir``, ``tasks``,
+``batch_size``, ``limit``, ``model_args``, ``model`` (leaderboard id), ``method`` (label),
+``repo_root``. It runs lmms-eval in a child process with our model plugin registered, streams
+its last lines to the Dagster log, parses the results file into a leaderboard row
+(``leaderboard_row.json`` beside the results) and reports the materialisation with the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    from dagster_pipes import open_dagster_pipes
+
+    from eval import lmms
+
+    with open_dagster_pipes() as pipes:
+        extras = pipes.extras
+        out_dir = Path(extras["output_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = lmms.command(
+            extras["checkpoint"],
+            out_dir,
+            tasks=extras.get("tasks") or lmms.DEFAULT_TASKS,
+            batch_size=int(extras.get("batch_size") or 1),
+            limit=extras.get("limit"),
+            model_args=extras.get("model_args") or "",
+        )
+        pipes.log.info("running: " + " ".join(cmd))
+        proc = subprocess.run(cmd, env=lmms.environment(extras["repo_root"]), capture_output=True, text=True)
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+        if proc.returncode != 0:
+            pipes.log.error(f"lmms-eval exited with {proc.returncode}:\n{tail}")
+            raise RuntimeError(f"lmms-eval failed (exit {proc.returncode}); see the log")
+        pipes.log.info(tail)
+        results = lmms.find_results(out_dir)
+        parsed = lmms.parse_results(results)
+        row = lmms.leaderboard_row(extras["model"], extras.get("method") or "", parsed)
+        (out_dir / "leaderboard_row.json").write_text(json.dumps(row, indent=1))
+        pipes.report_asset_materialization(
+            metadata={
+                "results_file": {"raw_value": str(results), "type": "path"},
+                "tasks": {"raw_value": ", ".join(parsed["tasks"]), "type": "text"},
+                "scores": {"raw_value": {k: v for k, v in row.items() if v is not None}, "type": "json"},
+                "lmms_eval_version": {"raw_value": str(parsed.get("lmms_eval_version")), "type": "text"},
+            }
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

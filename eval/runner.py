@@ -1,0 +1,305 @@
+"""The native inference runner: a checkpoint with its position method, batched greedy decoding.
+
+* **Model**: ``training.position_methods.load_with_position_method`` (the method recorded in
+  the checkpoint's config is re-applied, so an M-RoPE++ or V2PE checkpoint is evaluated with
+  its own positions) and ``training.processor.load_processor``.
+* **Prompt**: the model's chat template (one user turn: the images, then the video, then the
+  benchmark's question text) with a generation prompt.
+* **Images**: the processor's image processor (its own resize rule and patching); each image
+  placeholder grows to that image's merged-token count, as ``Qwen2VLProcessor`` does.
+* **Videos**: the project's video path (``assets.video_decode.sample_video``: 2 fps or a fixed
+  frame count, smart_resize under per-frame and per-video pixel budgets, hybrid resolution
+  (L, m, s) = (4, 240, 3) when more than 512 frames are sampled, as the paper does above 512
+  frames; ``assets.video_inputs`` for ``pixel_values_videos`` / ``video_grid_thw`` and one vision
+  block per grid row).
+* **Batches**: items sorted by media (same video together, similar image counts together),
+  left-padded; ``mm_token_type_ids`` marks image/video tokens (transformers 5 needs it).
+  A batch that fails is retried item by item, so one bad item cannot sink its neighbours;
+  an item that still fails is a prediction row with ``status = "error"`` and the reason.
+* **Decoding**: greedy (``do_sample=False``), ``max_new_tokens`` small; the new tokens are
+  decoded and parsed (``eval.parsing``); unparseable output is scored wrong and kept verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assets.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
+from assets.media import RejectRow
+from assets.video_plan import (
+    VIDEO_MAX_PIXELS,
+    VIDEO_MIN_PIXELS,
+    VIDEO_TOTAL_PIXELS,
+    HybridConfig,
+    VideoSamplingConfig,
+)
+from eval.items import EvalItem
+from eval.parsing import parse_answer
+
+FIXED_COUNT_FPS = 1e9  # with min_frames = max_frames = N, every video yields min(N, its frames)
+
+
+@dataclass(frozen=True)
+class VideoEvalConfig:
+    """How benchmark videos are sampled. ``frames`` set: a fixed count spread uniformly over
+    the video instead of ``fps``. Hybrid resolution applies above ``hybrid_min_frames``."""
+
+    fps: float = 2.0
+    frames: int | None = None
+    max_frames: int = 768
+    min_pixels: int = VIDEO_MIN_PIXELS
+    max_pixels: int = VIDEO_MAX_PIXELS
+    total_pixels: int = VIDEO_TOTAL_PIXELS
+    hybrid: tuple[int, int, float] | None = (4, 240, 3.0)
+    hybrid_min_frames: int = 512
+
+    def sampling(self) -> VideoSamplingConfig:
+        hybrid = None
+        if self.hybrid:
+            L, m, s = self.hybrid
+            hybrid = HybridConfig(int(L), int(m), float(s), min_frames=self.hybrid_min_frames)
+        if self.frames:
+            return VideoSamplingConfig(
+                fps=FIXED_COUNT_FPS,
+                min_frames=self.frames,
+                max_frames=self.frames,
+                min_pixels=self.min_pixels,
+                max_pixels=self.max_pixels,
+                total_pixels=self.total_pixels,
+                hybrid=hybrid,
+            )
+        return VideoSamplingConfig(
+            fps=self.fps,
+            max_frames=self.max_frames,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            total_pixels=self.total_pixels,
+            hybrid=hybrid,
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    batch_size: int = 4
+    max_new_tokens: int = 8
+    video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
+
+
+@dataclass
+class Prepared:
+    item: EvalItem
+    text: str
+    images: list[Any]
+    video_pixels: np.ndarray | None = None
+    video_grids: np.ndarray | None = None
+    video_plan: dict | None = None
+
+
+def load_checkpoint(path: str | Path, device: str | None = None):
+    """(model, processor) with the checkpoint's recorded position method re-applied."""
+    import torch
+
+    from training.position_methods import load_with_position_method
+    from training.processor import load_processor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kwargs = {"dtype": torch.bfloat16} if device.startswith("cuda") else {}
+    model = load_with_position_method(path, **kwargs).to(device).eval()
+    return model, load_processor(path)
+
+
+class Runner:
+    def __init__(self, model, processor, model_id: str, cfg: RunConfig = RunConfig(), log: Callable[[str], None] | None = None):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.model_id = model_id
+        self.cfg = cfg
+        self.log = log or (lambda msg: None)
+        self._video_cache: tuple[str, tuple] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, model_id: str, cfg: RunConfig = RunConfig(), log=None, device=None) -> Runner:
+        model, processor = load_checkpoint(path, device)
+        return cls(model, processor, model_id, cfg, log)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def render(self, item: EvalItem) -> str:
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in item.images]
+        if item.video:
+            content.append({"type": "video"})
+        content.append({"type": "text", "text": item.prompt})
+        messages = [{"role": "user", "content": content}]
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chatml(messages, add_generation_prompt=True)
+
+    def _video(self, path: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        if self._video_cache and self._video_cache[0] == path:
+            return self._video_cache[1]
+        from assets.video_decode import DecodeError, sample_video
+        from assets.video_inputs import video_pixel_values
+        from assets.video_plan import PlanError
+
+        try:
+            sampled = sample_video(path, self.cfg.video.sampling())
+        except (DecodeError, PlanError) as exc:
+            raise RejectRow(f"video_{exc.reason}", exc.detail) from None
+        pixels, grids = video_pixel_values(sampled.frames, sampled.plan.frame_rows, sampled.plan.grids)
+        n = len(sampled.plan.indices)
+        plan = {
+            "n_frames": n,
+            "grids": [list(g) for g in sampled.plan.grids],
+            "hybrid": sampled.plan.hybrid is not None,
+            # seconds one temporal patch (2 frames) spans: Qwen2.5-VL's second_per_grid_ts
+            "seconds_per_patch": 2 * sampled.plan.duration / n,
+        }
+        self._video_cache = (path, (pixels, grids, plan))
+        return pixels, grids, plan
+
+    def prepare(self, item: EvalItem) -> Prepared:
+        from PIL import Image
+
+        from assets.video_inputs import expand_videos
+
+        text = self.render(item)
+        images = []
+        for p in item.images:
+            try:
+                with Image.open(p) as img:
+                    images.append(img.convert("RGB"))
+            except Exception as exc:  # missing or unreadable file
+                raise RejectRow("unreadable_image", f"{p}: {exc}") from None
+        prepared = Prepared(item, text, images)
+        if item.video:
+            pixels, grids, plan = self._video(item.video)
+            prepared.text = expand_videos(text, [grids.tolist()])
+            prepared.video_pixels, prepared.video_grids, prepared.video_plan = pixels, grids, plan
+        return prepared
+
+    def encode(self, batch: Sequence[Prepared]):
+        """Tokenised, left-padded inputs for a batch; image pads grown per image."""
+        import torch
+
+        from assets.video_inputs import mm_token_type_ids
+
+        texts = [p.text for p in batch]
+        inputs: dict[str, Any] = {}
+        images = [img for p in batch for img in p.images]
+        if images:
+            ip = self.processor.image_processor
+            vis = ip(images=images, return_tensors="pt")
+            merge = int(getattr(ip, "merge_size", 2)) ** 2
+            counts = iter((vis["image_grid_thw"].prod(-1) // merge).tolist())
+            texts = [self._grow_images(t, counts) for t in texts]
+            inputs["pixel_values"] = vis["pixel_values"]
+            inputs["image_grid_thw"] = vis["image_grid_thw"]
+        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
+        inputs["input_ids"], inputs["attention_mask"] = enc["input_ids"], enc["attention_mask"]
+        videos = [p for p in batch if p.video_pixels is not None]
+        if videos:
+            inputs["pixel_values_videos"] = torch.from_numpy(np.concatenate([p.video_pixels for p in videos]))
+            inputs["video_grid_thw"] = torch.from_numpy(np.concatenate([p.video_grids for p in videos]))
+            if "qwen2_5" in str(getattr(self.model.config, "model_type", "")):  # absolute time in M-RoPE
+                seconds = [p.video_plan["seconds_per_patch"] for p in videos for _ in range(len(p.video_grids))]
+                inputs["second_per_grid_ts"] = torch.tensor(seconds, dtype=torch.float32)
+        inputs["mm_token_type_ids"] = mm_token_type_ids(inputs["input_ids"], self.tokenizer)
+        return inputs
+
+    @staticmethod
+    def _grow_images(text: str, counts) -> str:
+        pieces = text.split(IMAGE_PLACEHOLDER)
+        out = [pieces[0]]
+        for rest in pieces[1:]:
+            out += [VISION_START + IMAGE_PAD * int(next(counts)) + VISION_END, rest]
+        return "".join(out)
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(self, batch: Sequence[Prepared]) -> tuple[list[str], list[int]]:
+        import torch
+
+        inputs = self.encode(batch)
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        for k, v in inputs.items():
+            v = v.to(device)
+            inputs[k] = v.to(dtype) if k.startswith("pixel_values") else v  # second_per_grid_ts stays float32
+        with torch.no_grad():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=self.cfg.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new = out[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return texts, inputs["attention_mask"].sum(1).tolist()
+
+    def _row(self, item: EvalItem, raw: str, n_tokens: int | None, error: RejectRow | None = None, plan: dict | None = None) -> dict:
+        prediction = None if error else parse_answer(raw, item.answer_type, item.options)
+        status = "error" if error else ("ok" if prediction is not None else "unparseable")
+        extra = dict(item.extra)
+        if plan:
+            extra["video_plan"] = plan
+        return {
+            "benchmark": item.benchmark,
+            "model": self.model_id,
+            "item_id": item.item_id,
+            "split": item.split,
+            "group": item.group,
+            "n_images": item.n_images,
+            "answer": item.answer,
+            "prediction": prediction,
+            "raw_output": raw,
+            "correct": prediction is not None and prediction == item.answer,
+            "status": status,
+            "reason": f"{error.reason}: {error.detail}" if error else None,
+            "n_prompt_tokens": n_tokens,
+            "extra": json.dumps(extra, default=str),
+        }
+
+    def run(self, items: Sequence[EvalItem]) -> list[dict]:
+        """One prediction row per item, in the order given."""
+        order = sorted(range(len(items)), key=lambda i: (items[i].video or "", items[i].n_images, i))
+        rows: dict[int, dict] = {}
+        pending: list[tuple[int, Prepared]] = []
+        started, done = time.monotonic(), 0
+
+        def flush() -> None:
+            nonlocal done
+            if not pending:
+                return
+            try:
+                texts, counts = self.generate([p for _, p in pending])
+                for (i, p), raw, n in zip(pending, texts, counts):
+                    rows[i] = self._row(p.item, raw, int(n), plan=p.video_plan)
+            except Exception as exc:  # retry alone to find the item that fails
+                if len(pending) == 1:
+                    i, p = pending[0]
+                    rows[i] = self._row(p.item, "", None, RejectRow("inference_failed", f"{type(exc).__name__}: {exc}"[:500]))
+                else:
+                    for one in list(pending):
+                        pending[:] = [one]
+                        flush()
+            done += len(pending)
+            pending.clear()
+            self.log(f"{self.model_id}: {done}/{len(items)} items ({time.monotonic() - started:.1f} s)")
+
+        for i in order:
+            try:
+                pending.append((i, self.prepare(items[i])))
+            except RejectRow as exc:
+                rows[i] = self._row(items[i], "", None, exc)
+            if len(pending) >= self.cfg.batch_size:
+                flush()
+        flush()
+        return [rows[i] for i in range(len(items))]

@@ -1,0 +1,248 @@
+"""Evaluation assets materialised on the embedded default: benchmark data, two fake checkpoints
+(the tiny model with each default recipe's position method, saved where the checkpoint asset
+saves), the base model, and the leaderboard with both plots and the regression check."""
+
+import json
+import os
+import shutil
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from assets.evaluation import (
+    EVAL_BASE_KEY,
+    LEADERBOARD_KEY,
+    REGRESSION_CHECK,
+    benchmark_assets,
+    benchmark_key,
+    eval_assets,
+    eval_base,
+    eval_key,
+    leaderboard,
+)
+from assets.model import BASE_MODEL_KEY
+from eval.benchmarks import BENCHMARKS
+from eval.lmms import lmms_eval_available
+from pipelines.partitions import CHECKPOINT_KEY, RECIPES, checkpoint_dir, checkpoint_partitions
+from pipelines.resources import DataStore, SourceHub
+
+PARTITIONS = ["mrope_pp|8k", "v2pe|8k"]
+SMALL = {
+    "benchmark__visual_haystack": {"config": {"haystack_sizes": [1, 3, 6], "items_per_size": 2}},
+    **{f"benchmark__{b}": {"config": {"max_items_per_split": 1}} for b in ("videomme", "longvideobench", "mme", "mmbench")},
+}
+EVAL = {"config": {"video_frames": 4, "max_new_tokens": 4}}
+
+
+def _copy_processor(src, dst):
+    for f in src.iterdir():
+        if f.is_file() and f.name not in ("config.json", "model.safetensors", "generation_config.json"):
+            shutil.copy(f, dst / f.name)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir):
+    data = tmp_path_factory.mktemp("eval-assets")
+    resources = {"store": DataStore(root=str(data)), "hub": SourceHub()}
+    instance = dg.DagsterInstance.ephemeral()
+
+    @dg.asset(key=BASE_MODEL_KEY)
+    def fake_base_model():
+        shutil.copytree(tiny_model_dir, data / "model" / "base", dirs_exist_ok=True)
+
+    @dg.asset(key=CHECKPOINT_KEY, partitions_def=checkpoint_partitions)
+    def fake_checkpoint(context: dg.AssetExecutionContext):
+        """What the training asset leaves behind: a HF folder with the method in its config."""
+        from training.position_methods import apply_position_method, load_with_position_method
+
+        keys = context.partition_key.keys_by_dimension
+        out = checkpoint_dir(data, keys["recipe"], keys["stage"])
+        model = apply_position_method(load_with_position_method(tiny_model_dir), RECIPES[keys["recipe"]].method)
+        model.save_pretrained(out)
+        _copy_processor(tiny_model_dir, out)
+
+    results = {}
+    results["base"] = dg.materialize(
+        [fake_base_model, *benchmark_assets, eval_base],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {**SMALL, "eval_base": EVAL}},
+    )
+    for pk in PARTITIONS:
+        results[pk] = dg.materialize(
+            [fake_checkpoint, *eval_assets],
+            partition_key=pk,
+            resources=resources,
+            instance=instance,
+            run_config={"ops": {f"eval__{b.name}": EVAL for b in BENCHMARKS}},
+        )
+    results["leaderboard"] = dg.materialize([leaderboard], resources=resources, instance=instance)
+    return data, instance, results
+
+
+def _md(result, key):
+    mats = [m for m in result.asset_materializations_for_node(key.to_python_identifier()) if m.asset_key == key]
+    return mats[-1].metadata
+
+
+def test_every_run_succeeds_and_writes_predictions(run):
+    data, _, results = run
+    assert all(r.success for r in results.values())
+    for spec in BENCHMARKS:
+        items = pq.read_table(data / "benchmarks" / spec.name / "items.parquet").num_rows
+        for model in ("base", "mrope_pp/8k", "v2pe/8k"):
+            folder = data / "eval" / spec.name / model
+            preds = pq.read_table(folder / "predictions.parquet").to_pylist()
+            assert len(preds) == items, (spec.name, model)  # one row per item, nothing lost
+            assert all(p["status"] in ("ok", "unparseable") for p in preds), [p["reason"] for p in preds]
+            scores = json.loads((folder / "scores.json").read_text())
+            assert scores["model"] == model and scores["n"] == items
+    vh = json.loads((data / "eval" / "visual_haystack" / "v2pe/8k" / "scores.json").read_text())
+    assert [p["n_images"] for p in vh["curve"]] == [1, 3, 6] and all(p["mean_tokens"] > 0 for p in vh["curve"])
+    assert vh["method"] == "v2pe(d=0.25)" and vh["checkpoint"].endswith("checkpoints/v2pe/8k/final")
+
+
+def test_eval_asset_metadata_has_accuracy_samples_and_the_curve(run):
+    _, _, results = run
+    md = _md(results["mrope_pp|8k"], eval_key("visual_haystack"))
+    assert "data:image/png;base64," in md["haystack_curve"].value
+    assert "accuracy_by_images" in md and "effective_length_images" in md
+    assert "raw_output" in md["samples"].value
+    mme = _md(results["v2pe|8k"], eval_key("mme"))
+    assert "mme_perception" in mme and "acc+" in mme["mme_categories"].value
+    vm = _md(results["v2pe|8k"], eval_key("videomme"))
+    assert "accuracy_by_duration" in vm and vm["method"].value == "v2pe(d=0.25)"
+    base = _md(results["base"], EVAL_BASE_KEY)
+    assert "data:image/png;base64," in base["haystack_curve"].value
+    bench = _md(results["base"], benchmark_key("videomme"))
+    assert bench["mode"].value == "embedded" and bench["rejected"].value == 1  # the missing video
+
+
+def test_leaderboard_has_every_model_both_plots_and_the_check(run):
+    data, _, results = run
+    md = _md(results["leaderboard"], LEADERBOARD_KEY)
+    table = md["leaderboard"].value
+    for model in ("| base |", "| mrope_pp/8k | mrope++ |", "| v2pe/8k | v2pe(d=0.25) |"):
+        assert model in table
+    assert md["visual_haystack"].value.startswith("![Visual Haystack") and "data:image/png;base64," in md["visual_haystack"].value
+    assert "data:image/png;base64," in md["videomme_by_duration"].value
+    assert (data / "leaderboard" / "visual_haystack.png").read_bytes()[:4] == b"\x89PNG"
+    assert (data / "leaderboard" / "videomme_by_duration.png").read_bytes()[:4] == b"\x89PNG"
+    checks = results["leaderboard"].get_asset_check_evaluations()
+    assert [c.check_name for c in checks] == [REGRESSION_CHECK] and checks[0].severity == dg.AssetCheckSeverity.WARN
+
+
+def test_regression_check_warns_when_a_checkpoint_falls_behind_its_base(run):
+    data, instance, _ = run
+    path = data / "eval" / "mmbench" / "base" / "scores.json"
+    original = path.read_text()
+    try:
+        scores = json.loads(original)
+        scores["accuracy"] = 0.9  # the base now scores far above the tiny checkpoints
+        path.write_text(json.dumps(scores))
+        result = dg.materialize(
+            [leaderboard],
+            resources={"store": DataStore(root=str(data)), "hub": SourceHub()},
+            instance=instance,
+            run_config={"ops": {"leaderboard": {"config": {"regression_tolerance_pp": 5.0}}}},
+        )
+    finally:
+        path.write_text(original)
+    check = result.get_asset_check_evaluations()[0]
+    assert result.success  # a WARN check does not fail the run
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["regressions"].value == 2  # mrope_pp/8k and v2pe/8k on MMBench
+    assert "REGRESSION" in check.metadata["comparisons"].value
+
+
+def test_definitions_wire_evaluation_to_checkpoints_and_automation():
+    from pipelines.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for spec in BENCHMARKS:
+        node = graph.get(eval_key(spec.name))
+        assert node.parent_keys == {CHECKPOINT_KEY, benchmark_key(spec.name)}
+        assert node.partitions_def == checkpoint_partitions
+        assert isinstance(node.partition_mappings[CHECKPOINT_KEY], dg.IdentityPartitionMapping)
+        assert node.automation_condition.get_label() == "eager"
+    assert graph.get(LEADERBOARD_KEY).parent_keys >= {eval_key(s.name) for s in BENCHMARKS} | {EVAL_BASE_KEY}
+    assert graph.get(EVAL_BASE_KEY).parent_keys >= {BASE_MODEL_KEY}
+    assert graph.get(LEADERBOARD_KEY).automation_condition is not None
+    demo = defs.resolve_job_def("giraffe_demo")
+    demo_keys = {k for k in demo.asset_layer.executable_asset_keys} if hasattr(demo, "asset_layer") else set()
+    assert LEADERBOARD_KEY in demo_keys and eval_key("mme") not in demo_keys
+    assert defs.resolve_job_def("evaluate_checkpoint").partitions_def == checkpoint_partitions
+
+
+FAKE_LMMS_MAIN = """
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(args[args.index("--output_path") + 1]) / "giraffe_qwen2_vl"
+out.mkdir(parents=True, exist_ok=True)
+import importlib
+plugin = os.environ["LMMS_EVAL_PLUGINS"].split(",")[-1]
+models = importlib.import_module(plugin + ".models").AVAILABLE_MODELS
+(out.parent / "seen.json").write_text(json.dumps({"argv": args, "plugin": plugin, "models": models}))
+(out / "20260101_000000_results.json").write_text(json.dumps({
+    "results": {"mme": {"alias": "mme", "mme_percetion_score,none": 1200.0, "mme_cognition_score,none": 300.0}},
+    "config": {"model": "giraffe_qwen2_vl", "model_args": args[args.index("--model_args") + 1]},
+    "n-samples": {"mme": {"original": 2374, "effective": 4}},
+    "lmms_eval_version": "stand-in",
+}))
+print("stand-in lmms-eval done")
+"""
+
+
+def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatch):
+    """The Pipes wiring without the optional extra: a stand-in ``lmms_eval`` package (visible
+    only to the subprocess) records how it was called and writes a results file in lmms-eval's
+    format; the asset must pass the plugin, parse the file and report the scores."""
+    from assets.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+
+    fake = tmp_path / "fake" / "lmms_eval"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(FAKE_LMMS_MAIN)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")) if p))
+    data, instance, _ = run
+    result = dg.materialize(
+        [lmms_eval_run],
+        partition_key=PARTITIONS[0],
+        resources={"store": DataStore(root=str(data))},
+        instance=instance,
+        run_config={"ops": {"eval__lmms_eval": {"config": {"tasks": ["mme"], "limit": 4}}}},
+    )
+    assert result.success
+    out = data / "eval" / "lmms_eval" / "mrope_pp" / "8k"
+    seen = json.loads((out / "seen.json").read_text())
+    assert seen["plugin"] == "eval.lmms_plugin" and seen["models"] == {"giraffe_qwen2_vl": "GiraffeQwen2VL"}
+    assert seen["argv"][seen["argv"].index("--model_args") + 1] == f"pretrained={checkpoint_dir(data, 'mrope_pp', '8k')}"
+    assert seen["argv"][seen["argv"].index("--tasks") + 1] == "mme" and "--limit" in seen["argv"]
+    row = json.loads((out / "leaderboard_row.json").read_text())
+    assert (row["model"], row["method"], row["source"]) == ("mrope_pp/8k", "mrope++", "lmms-eval")
+    assert row["mme_perception"] == 1200.0 and row["mme_pct"] == pytest.approx(1500 / 2800 * 100, abs=0.05)
+    md = _md(result, LMMS_EVAL_KEY)
+    assert md["tasks"].value == "mme" and md["scores"].value["mme_cognition"] == 300.0
+    board = dg.materialize([leaderboard], resources={"store": DataStore(root=str(data)), "hub": SourceHub()}, instance=instance)
+    assert "| mrope_pp/8k | mrope++ | lmms-eval |" in _md(board, LEADERBOARD_KEY)["leaderboard"].value
+    (out / "leaderboard_row.json").unlink()  # leave the shared fixture as the other tests expect
+
+
+@pytest.mark.skipif(not lmms_eval_available(), reason="lmms-eval is not installed (optional [eval] extra); the Pipes run needs it")
+def test_lmms_eval_pipes_run(run):  # pragma: no cover - needs the optional extra
+    from assets.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+
+    data, instance, _ = run
+    result = dg.materialize(
+        [lmms_eval_run],
+        partition_key=PARTITIONS[0],
+        resources={"store": DataStore(root=str(data))},
+        instance=instance,
+        run_config={"ops": {"eval__lmms_eval": {"config": {"tasks": ["mme"], "limit": 4}}}},
+    )
+    assert result.success
+    row = json.loads(next((data / "eval" / "lmms_eval").glob("**/leaderboard_row.json")).read_text())
+    assert row["source"] == "lmms-eval" and row["mme_perception"] is not None
+    assert _md(result, LMMS_EVAL_KEY)["tasks"].value == "mme"
