@@ -148,7 +148,6 @@ def _benchmark_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
         key=benchmark_key(spec.name),
         group_name=BENCHMARK_GROUP,
         kinds={"parquet", "huggingface"},
-        automation_condition=dg.AutomationCondition.on_missing(),
         description=f"{spec.title} ({spec.hub_id}) in its published format, normalised to items.parquet "
         f"(prompt as lmms-eval builds it, media as local paths) + rejected.parquet. {spec.paper}.",
     )
@@ -303,7 +302,6 @@ def _eval_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
             dg.AssetDep(benchmark_key(spec.name)),
         ],
         kinds={"pytorch", "parquet"},
-        automation_condition=dg.AutomationCondition.eager(),
         description=f"{spec.title} on one checkpoint (recipe|stage) loaded with its position method; "
         "greedy decoding, parsed answers, raw outputs kept; scores by "
         f"{spec.split_label}. {spec.paper}.",
@@ -336,7 +334,6 @@ eval_assets = [_eval_asset(spec) for spec in BENCHMARKS]
     group_name=LEADERBOARD_GROUP,
     deps=[BASE_MODEL_KEY, *[benchmark_key(s.name) for s in BENCHMARKS]],
     kinds={"pytorch", "parquet"},
-    automation_condition=dg.AutomationCondition.eager(),
     description="Every benchmark on model/base (loaded once): the reference row of the leaderboard and "
     "of the short-context regression check.",
 )
@@ -411,7 +408,6 @@ def lmms_rows(eval_root: Path) -> list[dict]:
     group_name=LEADERBOARD_GROUP,
     deps=[*[eval_key(s.name) for s in BENCHMARKS], EVAL_BASE_KEY, *([LMMS_EVAL_KEY] if LMMS_EVAL_ENABLED else [])],
     kinds={"matplotlib"},
-    automation_condition=dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()),
     check_specs=[
         dg.AssetCheckSpec(
             REGRESSION_CHECK,

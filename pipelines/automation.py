@@ -25,7 +25,10 @@ asset              condition                      why
 ``etvlm_mixture``  ``on_content_change()``        the mixture follows the packed shards
 ``checkpoint``     none (manual, ``gpu`` pool)    training is expensive and gated by the GPU
 ``eval``           ``eager()``                    re-score whenever a checkpoint materialises
-``leaderboard``    ``eager()``                    re-rank whenever a score lands
+``benchmark/*``    ``on_missing()``               benchmark items are fetched once
+``eval_base``      ``eager()``                    re-score when the base model changes
+``leaderboard``    ``on_any_score``               re-rank whenever a score lands (eager that
+                                                  does not wait for never-trained partitions)
 =================  =============================  ==============================================
 
 An asset whose module already sets an ``automation_condition`` keeps it; keys not in the policy
@@ -69,6 +72,17 @@ def on_new_checkpoint() -> dg.AutomationCondition:
     return AC.eager()
 
 
+def on_missing() -> dg.AutomationCondition:
+    """Benchmark data: fetched once when missing (a benchmark's items do not change nightly)."""
+    return AC.on_missing()
+
+
+def on_any_score() -> dg.AutomationCondition:
+    """The leaderboard: ``eager()`` that does not wait for every partition upstream (stages a
+    recipe never trains stay missing forever), re-ranking whenever any score lands."""
+    return AC.eager().without(~AC.any_deps_missing()).with_label("on_any_score")
+
+
 # First element of the asset key -> condition factory, or None for "manual on purpose".
 AUTOMATION_POLICY: Mapping[str, Callable[[], dg.AutomationCondition] | None] = {
     "raw": None,
@@ -79,8 +93,10 @@ AUTOMATION_POLICY: Mapping[str, Callable[[], dg.AutomationCondition] | None] = {
     "packed": on_content_change,
     "etvlm_mixture": on_content_change,
     "checkpoint": None,
+    "benchmark": on_missing,
     "eval": on_new_checkpoint,
-    "leaderboard": on_new_checkpoint,
+    "eval_base": on_new_checkpoint,
+    "leaderboard": on_any_score,
 }
 
 

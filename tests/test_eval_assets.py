@@ -171,7 +171,9 @@ def test_definitions_wire_evaluation_to_checkpoints_and_automation():
     assert graph.get(LEADERBOARD_KEY).automation_condition is not None
     demo = defs.resolve_job_def("giraffe_demo")
     demo_keys = {k for k in demo.asset_layer.executable_asset_keys} if hasattr(demo, "asset_layer") else set()
-    assert LEADERBOARD_KEY in demo_keys and eval_key("mme") not in demo_keys
+    assert EVAL_BASE_KEY in demo_keys and LEADERBOARD_KEY not in demo_keys and eval_key("mme") not in demo_keys
+    report = defs.resolve_job_def("report")
+    assert set(report.asset_layer.executable_asset_keys) == {LEADERBOARD_KEY}
     assert defs.resolve_job_def("evaluate_checkpoint").partitions_def == checkpoint_partitions
 
 
