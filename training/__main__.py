@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate_only:
         print("config ok", flush=True)
         return 0
+    from training.distributed import env_rank
     from training.trainer import train
 
     result = train(cfg)
     losses = [v for _, v in result.losses]
-    if losses:
+    if losses and env_rank() == 0:
         print(f"done: {result.steps} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, checkpoint {result.checkpoint}")
     return 0
 

@@ -81,6 +81,9 @@ class TrainConfig:
     lora_targets: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
 
     gradient_checkpointing: bool = True
+    loss_chunk_size: int = 4096
+    """Logits are computed for labelled positions only, this many at a time (0: the model's
+    own loss over full S x V logits; see training/loss.py)."""
     attn_implementation: str = "auto"
     """``auto``: flash_attention_2 when flash-attn is installed and a GPU is present, else sdpa."""
     dtype: str = "auto"
@@ -157,7 +160,7 @@ class TrainConfig:
     def resume_fingerprint(self) -> str:
         """Hash of everything that makes saved state reusable: a state written under a different
         model, method, data or schedule must not be resumed (the run starts over instead)."""
-        skip = {"output_dir", "save_every", "keep_states", "resume", "log_every", "attn_implementation"}
+        skip = {"output_dir", "save_every", "keep_states", "resume", "log_every", "attn_implementation", "loss_chunk_size"}
         data = {k: v for k, v in self.to_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -285,6 +288,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         problems.append(f"min_lr_ratio must lie in [0, 1], got {cfg.min_lr_ratio}")
     if cfg.weight_decay < 0 or cfg.max_grad_norm < 0:
         problems.append("weight_decay and max_grad_norm must be >= 0")
+    if cfg.loss_chunk_size < 0:
+        problems.append(f"loss_chunk_size must be >= 0, got {cfg.loss_chunk_size}")
     if cfg.save_every < 0 or cfg.keep_states < 1 or cfg.log_every < 1:
         problems.append("save_every must be >= 0, keep_states and log_every >= 1")
     if cfg.lora and (cfg.lora_rank < 1 or cfg.lora_alpha <= 0 or not cfg.lora_targets):

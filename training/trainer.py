@@ -27,6 +27,7 @@ import torch
 from training import distributed
 from training.config import TrainConfig, validate
 from training.data import batch_tokens, make_batches, model_inputs
+from training.loss import CausalLMLoss
 from training.modeling import (
     add_lora,
     count_params,
@@ -55,14 +56,14 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
 
     Linear warmup over ``warmup_steps`` (the first step already uses 1/warmup, never 0), then
-    cosine or linear decay from 1 to ``min_lr_ratio`` at the last step, or constant.
+    cosine or linear decay from 1 towards ``min_lr_ratio`` (reached one step after the last), or constant.
     """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return 1.0
-    span = max(1, cfg.steps - cfg.warmup_steps - 1)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)  # the last step still learns (never 0)
     if cfg.lr_schedule == "cosine":
         shape = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
@@ -211,28 +212,26 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
     sp_size = cfg.sequence_parallel_size
 
     if cfg.deepspeed:
-        from training.ds import deepspeed_engine
+        from training.ds import deepspeed_engine, load_ds_state
 
         engine, optimizer, scheduler = deepspeed_engine(model, cfg, info)
         trainer_state = TrainerState(fingerprint=cfg.resume_fingerprint(), initialized_from=initialized_from)
         if resume_path is not None:
-            from training.ds import load_ds_state
-
             trainer_state = load_ds_state(engine, resume_path, info)
-        train_model = engine
+        train_module = engine
     else:
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         trainer_state = TrainerState(fingerprint=cfg.resume_fingerprint(), initialized_from=initialized_from)
         if resume_path is not None:
-            trainer_state, weights = load_state(resume_path, optimizer, scheduler, unwrap(model))
+            trainer_state, weights = load_state(resume_path, optimizer, scheduler, model)
             load_trainable_state(model, weights)
-        train_model = model
+        train_module = CausalLMLoss(model, chunk_size=cfg.loss_chunk_size)
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            train_model = DistributedDataParallel(
-                model, device_ids=[info.local_rank] if device.type == "cuda" else None
+            train_module = DistributedDataParallel(
+                train_module, device_ids=[info.local_rank] if device.type == "cuda" else None
             )
         engine = None
 
@@ -242,18 +241,13 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
 
     dp_world, dp_rank = info.world_size // sp_size, info.rank // sp_size
     batches = make_batches(cfg, _processor_for(cfg), start_step=start_step, rank=dp_rank, world=dp_world)
-    loss_fn = None
-    if sp_size > 1:
-        from training.ulysses import UlyssesLoss
-
-        loss_fn = UlyssesLoss(unwrap(model), sp_size)
-
     prior_seconds = trainer_state.seconds
     started = time.perf_counter()
     run_tokens = 0
     for step in range(start_step, cfg.steps):
         step_loss = 0.0
         step_tokens = 0
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         for micro in range(cfg.gradient_accumulation):
             batch = next(batches)
             n = int(batch["input_ids"].shape[-1])
@@ -262,13 +256,13 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
             inputs = model_inputs(batch, device)
             last = micro == cfg.gradient_accumulation - 1
             if engine is not None:
-                loss = loss_fn(engine, inputs) if loss_fn else engine(**inputs).loss
+                loss = engine(**inputs)
                 engine.backward(loss)
                 engine.step()
             else:
-                sync = nullcontext() if (last or not info.distributed) else train_model.no_sync()
+                sync = nullcontext() if (last or not info.distributed) else train_module.no_sync()
                 with sync:
-                    loss = train_model(**inputs).loss
+                    loss = train_module(**inputs)
                     (loss / cfg.gradient_accumulation).backward()
             step_loss += float(loss.detach()) / cfg.gradient_accumulation
             step_tokens += batch_tokens(batch)
@@ -278,7 +272,6 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        lr = optimizer.param_groups[0]["lr"]
         step_loss = distributed.all_reduce_mean(step_loss, info)
         step_tokens = distributed.all_reduce_sum(step_tokens, info) // sp_size
         run_tokens += step_tokens
