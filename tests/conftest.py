@@ -52,3 +52,32 @@ def processor(tiny_model_dir):
     from training.processor import load_processor
 
     return load_processor(tiny_model_dir)
+
+
+# --- train fixtures ---
+TRAIN_DIALOGUES = [
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What colour is the sky on a clear day?"},
+        {"role": "assistant", "content": "The sky is blue on a clear day, because air scatters blue light the most."},
+    ],
+    [
+        {"role": "user", "content": "Name the planet closest to the sun."},
+        {"role": "assistant", "content": "Mercury is the closest planet to the sun."},
+        {"role": "user", "content": "And the largest one?"},
+        {"role": "assistant", "content": "Jupiter is the largest planet of the solar system."},
+    ],
+]
+
+
+@pytest.fixture(scope="session")
+def train_batch_file(tiny_model_dir, tmp_path_factory) -> Path:
+    """Text-only ChatML micro-batches (labels on assistant turns) saved for ``batch_source='file:...'``."""
+    from transformers import AutoTokenizer
+
+    from training.data import save_batch_file, text_batch
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    path = tmp_path_factory.mktemp("train-batches") / "batches.pt"
+    save_batch_file([text_batch(tokenizer, d) for d in TRAIN_DIALOGUES], path)
+    return path

@@ -76,6 +76,9 @@ def load_model(cfg: TrainConfig, device: torch.device):
 
 def vision_module(model) -> torch.nn.Module:
     """The vision tower incl. its merger (``model.model.visual`` in transformers 5, ``model.visual`` in 4)."""
+    model = unwrap(model)
+    if hasattr(model, "get_base_model"):  # peft
+        model = model.get_base_model()
     for owner in (getattr(model, "model", None), model):
         visual = getattr(owner, "visual", None) if owner is not None else None
         if isinstance(visual, torch.nn.Module):
