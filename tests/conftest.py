@@ -81,3 +81,34 @@ def train_batch_file(tiny_model_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("train-batches") / "batches.pt"
     save_batch_file([text_batch(tokenizer, d) for d in TRAIN_DIALOGUES], path)
     return path
+
+
+def _write_mixture(path: Path, stage: str = "8k", capacity: int = 8192) -> Path:
+    """A mixture shard with the columns of docs/packed_shards.md."""
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "seq_id": [f"{stage}-long_text-0"],
+            "stage": [stage],
+            "capacity": pa.array([capacity], pa.int64()),
+            "mode": ["concat"],
+            "category": ["long_text"],
+            "long": [False],
+            "sample_ids": [["s0", "s1"]],
+            "sources": [["text", "text"]],
+            "offsets": pa.array([[0, 40]], pa.list_(pa.int64())),
+            "lengths": pa.array([[40, 45]], pa.list_(pa.int64())),
+            "n_tokens": pa.array([85], pa.int64()),
+            "copy": pa.array([0], pa.int64()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_mixture():
+    """``write_mixture(path, stage, capacity)``: a one-row mixture shard per docs/packed_shards.md."""
+    return _write_mixture

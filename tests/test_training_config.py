@@ -22,29 +22,6 @@ from training.trainer import lr_factor
 MROPE = {"rope": {"method": "mrope++", "original_length": 8192, "target_length": 32768}}
 
 
-def write_mixture(path: Path, stage: str = "8k", capacity: int = 8192) -> Path:
-    """A mixture shard with the columns of docs/packed_shards.md."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "seq_id": [f"{stage}-long_text-0"],
-            "stage": [stage],
-            "capacity": pa.array([capacity], pa.int64()),
-            "mode": ["concat"],
-            "category": ["long_text"],
-            "long": [False],
-            "sample_ids": [["s0", "s1"]],
-            "sources": [["text", "text"]],
-            "offsets": pa.array([[0, 40]], pa.list_(pa.int64())),
-            "lengths": pa.array([[40, 45]], pa.list_(pa.int64())),
-            "n_tokens": pa.array([85], pa.int64()),
-            "copy": pa.array([0], pa.int64()),
-        }
-    )
-    pq.write_table(table, path)
-    return path
-
-
 @pytest.fixture()
 def model_dir(tmp_path) -> Path:
     d = tmp_path / "model"
@@ -77,7 +54,7 @@ def test_linear_and_constant_schedules():
 # -- validation ---------------------------------------------------------------------------------
 
 
-def test_a_good_config_validates(model_dir, tmp_path):
+def test_a_good_config_validates(model_dir, tmp_path, write_mixture):
     shard = write_mixture(tmp_path / "etvlm_mixture" / "8k" / "mixture.parquet")
     cfg = TrainConfig(model_path=str(model_dir), output_dir=str(tmp_path / "out"), stage="8k", method=MROPE, shards=[str(shard)])
     assert validate(cfg) is cfg
@@ -106,7 +83,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert len(err.value.problems) == 7
 
 
-def test_shard_checks_schema_and_capacity(model_dir, tmp_path):
+def test_shard_checks_schema_and_capacity(model_dir, tmp_path, write_mixture):
     bad = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"x": [1]}), bad)
     big = write_mixture(tmp_path / "big.parquet", "32k", 32768)
@@ -221,7 +198,7 @@ def test_auto_values_are_refused(tmp_path):
 
 
 @pytest.fixture()
-def root(tmp_path) -> Path:
+def root(tmp_path, write_mixture) -> Path:
     (tmp_path / "model" / "base").mkdir(parents=True)
     (tmp_path / "model" / "base" / "config.json").write_text("{}")
     write_mixture(tmp_path / "etvlm_mixture" / "8k" / "mixture.parquet")
