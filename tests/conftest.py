@@ -112,3 +112,25 @@ def _write_mixture(path: Path, stage: str = "8k", capacity: int = 8192) -> Path:
 def write_mixture():
     """``write_mixture(path, stage, capacity)``: a one-row mixture shard per docs/packed_shards.md."""
     return _write_mixture
+
+
+@pytest.fixture(scope="session")
+def image_batch(processor) -> dict:
+    """One ChatML sequence with an image (processor output) and labels on the answer only."""
+    from PIL import Image
+
+    image = Image.new("RGB", (56, 84), (200, 30, 30))
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It is red."}]},
+    ]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    batch = dict(processor(text=[text], images=[image], return_tensors="pt"))
+    ids = batch["input_ids"][0].tolist()
+    tok = processor.tokenizer
+    start = max(i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids("<|im_start|>"))
+    answer = start + 1 + len(tok("assistant\n", add_special_tokens=False)["input_ids"])
+    labels = batch["input_ids"].clone()
+    labels[0, :answer] = -100
+    batch["labels"] = labels
+    return batch

@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from training.config import TrainConfig
@@ -83,28 +82,9 @@ def test_loss_decreases_on_a_repeated_batch(tiny_model_dir, train_batch_file, tm
     assert result.params["frozen"] == result.params["vision"] > 0
 
 
-def _image_batch(processor) -> dict:
-    image = Image.new("RGB", (56, 84), (200, 30, 30))
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is this?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "It is red."}]},
-    ]
-    text = processor.apply_chat_template(messages, tokenize=False)
-    batch = dict(processor(text=[text], images=[image], return_tensors="pt"))
-    ids = batch["input_ids"][0].tolist()
-    tok = processor.tokenizer
-    start = max(i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids("<|im_start|>"))
-    answer = start + 1 + len(tok("assistant\n", add_special_tokens=False)["input_ids"])
-    labels = batch["input_ids"].clone()
-    labels[0, :answer] = -100
-    batch["labels"] = labels
-    return batch
-
-
-def test_lora_run_with_images_exports_a_plain_model_and_leaves_vision_untouched(tiny_model_dir, tmp_path):
-    processor = load_processor(tiny_model_dir)
+def test_lora_run_with_images_exports_a_plain_model_and_leaves_vision_untouched(tiny_model_dir, tmp_path, image_batch):
     batch_file = tmp_path / "image.pt"
-    save_batch_file([_image_batch(processor)], batch_file)
+    save_batch_file([image_batch], batch_file)
     cfg = _cfg(tiny_model_dir, batch_file, tmp_path / "lora", steps=3, lora=True, lora_rank=4, learning_rate=1e-2)
     result = train(cfg)
     assert result.params["trainable"] < result.params["language"] // 4

@@ -43,15 +43,27 @@ def setup(use_deepspeed: bool = False) -> DistInfo:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+    if use_deepspeed and device.type == "cpu":
+        cpu_deepspeed_without_shm_kernel()
     if world > 1 and not dist.is_initialized():
         if use_deepspeed:
             import deepspeed
 
-            deepspeed.init_distributed()
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         else:
             backend = "nccl" if device.type == "cuda" else "gloo"
             dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device)
+
+
+def cpu_deepspeed_without_shm_kernel() -> None:
+    """DeepSpeed on CPU JIT-compiles a shared-memory allreduce kernel (minutes with a C++
+    toolchain, a failure without one); gloo does the same job for the CPU runs here. DeepSpeed
+    keeps its op-compatibility table in one module-level dict, so marking the op incompatible
+    makes its CPU backend fall back to plain torch.distributed (gloo)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def barrier(info: DistInfo) -> None:

@@ -82,15 +82,9 @@ def deepspeed_engine(model, cfg: TrainConfig, info):
     ds_config = resolve_deepspeed_config(cfg, info.world_size, resolve_dtype(cfg, info.device))
     mpu = None
     if cfg.sequence_parallel_size > 1:
-        from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
+        from training.ulysses import enable_ulysses
 
-        mpu = UlyssesSPAttentionHF.register_with_transformers(
-            model_name_or_path=model,
-            core_attn_implementation=resolve_attn_implementation(cfg, info.device),
-            sequence_parallel_size=cfg.sequence_parallel_size,
-            micro_batch_size=1,
-            seq_length_is_variable=True,
-        )
+        mpu = enable_ulysses(model, resolve_attn_implementation(cfg, info.device), cfg.sequence_parallel_size)
     from training.loss import CausalLMLoss
 
     sp_group = None

@@ -107,7 +107,10 @@ class CausalLMLoss(torch.nn.Module):
 
         def take_slice(_module, args, kwargs):
             kwargs["inputs_embeds"] = kwargs["inputs_embeds"][:, a:b]
-            pos = kwargs["position_ids"]
+            pos = kwargs.get("position_ids")
+            if pos is None:  # text only: the model would count 0..S-1 on every axis
+                emb = kwargs["inputs_embeds"]
+                pos = torch.arange(seq, device=emb.device).expand(3, emb.shape[0], seq)
             if pos.shape[0] == 3:  # add the text row the attention wrapper gathers (concat: 0..S-1)
                 text = torch.arange(seq, device=pos.device, dtype=pos.dtype).expand(1, pos.shape[1], seq)
                 pos = torch.cat([text, pos], dim=0)
