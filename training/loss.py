@@ -13,7 +13,8 @@ forward. With Ulysses sequence parallelism (``sp_group``) every rank of the grou
 full-length embeddings and M-RoPE positions (the vision tower and ``get_rope_index`` need the
 whole sequence), then a pre-hook hands the language model only this rank's slice; DeepSpeed's
 ``UlyssesSPAttentionHF`` exchanges heads for sequence inside attention, and the per-rank loss
-sums are combined with a differentiable all-gather (as transformers' own SP loss does).
+sums are combined with a differentiable all-reduce (the same gradients as transformers' own
+SP loss, which all-gathers).
 """
 
 from __future__ import annotations
@@ -96,7 +97,6 @@ class CausalLMLoss(torch.nn.Module):
 
     def _sequence_parallel(self, inner, head, batch, targets, base) -> torch.Tensor:
         import torch.distributed as dist
-        import torch.distributed.nn.functional as dist_fn
 
         sp = dist.get_world_size(self.sp_group)
         rank = dist.get_rank(self.sp_group)
@@ -125,11 +125,33 @@ class CausalLMLoss(torch.nn.Module):
             handle.remove()
         local_targets = targets[:, a:b]
         local_sum = labelled_ce_sum(hidden, head, local_targets, self.chunk_size)
-        local_count = (local_targets != IGNORE).sum().to(local_sum.dtype)
-        sums = torch.stack(dist_fn.all_gather(local_sum, group=self.sp_group))
-        counts = torch.stack(dist_fn.all_gather(local_count, group=self.sp_group))
-        self.last_label_tokens = int(counts.sum())
-        return sums.sum() / counts.sum().clamp(min=1)
+        count = (local_targets != IGNORE).sum().to(local_sum.dtype)
+        dist.all_reduce(count, group=self.sp_group)  # labelled tokens of the whole sequence
+        total = _AllReduceSum.apply(local_sum, self.sp_group)
+        self.last_label_tokens = int(count)
+        return total / count.clamp(min=1)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the group, differentiable: every rank holds the same total and back-propagates
+    it, so a rank's share receives the sum of all ranks' gradients (as with all_gather)."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, group) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        out = value.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        import torch.distributed as dist
+
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
 
 
 def pad_to_multiple(batch: dict[str, Any], targets: torch.Tensor, multiple: int, pad_id: int):
