@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.train_cli import add_train_parser
 from pipelines.video_plan_cli import add_video_plan_parser
 from training.rope_cli import add_rope_parser
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
     add_rope_parser(sub)
     add_video_plan_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

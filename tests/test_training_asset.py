@@ -181,3 +181,21 @@ def test_bad_configuration_fails_before_launch(tmp_path_factory, tiny_model_dir,
     text = _failure(_materialize(root, instance, "mrope_pp", "32k", **cfg))
     assert "unknown position method 'rope-9000'" in text
     assert not (root / "checkpoints").exists()  # nothing was launched or written
+
+
+def test_giraffe_train_cli_runs_stages_in_order(tmp_path_factory, tiny_model_dir, train_batch_file, write_mixture,
+                                                 monkeypatch, capsys):
+    from pipelines.cli import main
+
+    root = _root(tmp_path_factory, tiny_model_dir, write_mixture, "cli-root", stages=("8k",))
+    home = tmp_path_factory.mktemp("cli-home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # main() sets both; monkeypatch restores them
+    monkeypatch.setenv("GIRAFFE_DATA_ROOT", str(root))
+    args = ["train", "--recipe", "mrope_pp", "--steps", "2", "--batch-source", f"file:{train_batch_file}",
+            "--data-root", str(root), "--dagster-home", str(home)]
+    assert main([*args, "--stages", "32k"]) == 1
+    assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().out
+    assert main([*args, "--stages", "8k"]) == 0
+    out = capsys.readouterr().out
+    assert "mrope_pp|8k" in out and "over 2 steps" in out and str(root / "checkpoints" / "mrope_pp" / "8k" / "final") in out
+    assert main(["train", "--recipe", "nope", "--dagster-home", str(home)]) == 2
