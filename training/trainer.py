@@ -155,7 +155,9 @@ def _resumable(cfg: TrainConfig, init_fp: str, reporter: Reporter) -> Path | Non
 
 
 def _fresh_start(cfg: TrainConfig, info: distributed.DistInfo) -> None:
-    """Old states of another configuration would be resumed by mistake later: remove them."""
+    """Old states of another configuration would be resumed by mistake later: remove them
+    (after every rank has looked at them)."""
+    distributed.barrier(info)
     if info.is_main and cfg.state_root.exists():
         shutil.rmtree(cfg.state_root)
     distributed.barrier(info)
