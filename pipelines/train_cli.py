@@ -45,7 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"giraffe train: {args.recipe}|{stage} ({args.launcher}, {args.nproc} process(es))", flush=True)
         started = time.monotonic()
         result = job.execute_in_process(
-            instance=instance, partition_key=key, run_config={"ops": {"checkpoint": {"config": config}}},
+            instance=instance, partition_key=key,
+            run_config={"ops": {"checkpoint": {"config": config}},
+                        "loggers": {"console": {"config": {"log_level": args.log_level}}}},
             raise_on_error=False,
         )
         if not result.success:
@@ -76,4 +78,5 @@ def add_train_parser(sub) -> None:
     p.add_argument("--batch-source", default="packed", help="packed | file:<path> | module:function")
     p.add_argument("--data-root", help="data root (default ./data or $GIRAFFE_DATA_ROOT)")
     p.add_argument("--dagster-home", help="Dagster instance folder (default ./dagster_home)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_train)

@@ -10,7 +10,8 @@ Sources (``TrainConfig.batch_source``):
 
 * ``packed`` - the real collator (``training/collator.py``: ``load_packed_rows``,
   ``PackedBatchBuilder``, ``SampleStore``) over the stage's mixture shards. Imported lazily so
-  the trainer, its tests and the CLI work before/without it.
+  the trainer, its tests and the CLI work before/without it. ``PackedBatch`` results are turned
+  into dicts with their ``model_inputs()``.
 * ``file:<path>`` - a list of such dicts saved with ``torch.save`` (tests, benchmarks, a
   frozen batch for debugging).
 * ``module:function`` - ``function(cfg, processor)`` returns any sequence of dicts.
@@ -33,21 +34,50 @@ from training.config import TrainConfig
 
 
 class PackedSource(Sequence):
-    """The collator over the mixture shards (lazy: a row becomes tensors when indexed)."""
+    """The collator over the mixture shards (lazy: a row becomes tensors when indexed).
 
-    def __init__(self, cfg: TrainConfig, processor: Any) -> None:
+    Written against the collator branch's API (``PackedBatchBuilder(processor, store, mode=None,
+    position_fn=None, attn_implementation="sdpa", ...)`` returning a ``PackedBatch`` with
+    ``model_inputs()``); optional arguments are only passed where the builder accepts them.
+    With a model, the builder gets the model's attention implementation and position rule
+    (V2PE draws from the model's own delta sampler, whose state the saved RNG keeps).
+    """
+
+    def __init__(self, cfg: TrainConfig, processor: Any, model: Any = None) -> None:
+        import inspect
+
         from training.collator import PackedBatchBuilder, SampleStore, load_packed_rows
 
         self.rows = load_packed_rows([str(s) for s in cfg.shards])
         if not self.rows:
             raise ValueError(f"the shards {cfg.shards} hold no packed sequences")
-        self.build = PackedBatchBuilder(processor, SampleStore(cfg.data_root))
+        accepted = inspect.signature(PackedBatchBuilder).parameters
+        kwargs: dict[str, Any] = {}
+        if model is not None:
+            from training.loss import hf_model
+
+            base = hf_model(model)
+            if "attn_implementation" in accepted:
+                kwargs["attn_implementation"] = base.config._attn_implementation
+            if "position_fn" in accepted:
+                try:
+                    from training.packed_positions import position_rule_for_model
+                except ImportError:
+                    pass
+                else:
+                    kwargs["position_fn"] = position_rule_for_model(base)
+        self.build = PackedBatchBuilder(processor, SampleStore(cfg.data_root), **kwargs)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
-        return self.build(self.rows[i])
+        built = self.build(self.rows[i])
+        if hasattr(built, "model_inputs"):  # PackedBatch
+            batch = dict(built.model_inputs())
+            batch["_seq_id"] = getattr(built, "seq_id", "")
+            return batch
+        return dict(built)
 
 
 def load_batch_file(path: str) -> list[dict[str, Any]]:
@@ -61,11 +91,11 @@ def save_batch_file(batches: Sequence[dict[str, Any]], path) -> None:
     torch.save(list(batches), str(path))
 
 
-def open_batch_source(cfg: TrainConfig, processor: Any = None) -> Sequence[dict[str, Any]]:
+def open_batch_source(cfg: TrainConfig, processor: Any = None, model: Any = None) -> Sequence[dict[str, Any]]:
     """The run's batch source (see the module docstring)."""
     spec = cfg.batch_source
     if spec == "packed":
-        source: Sequence[dict[str, Any]] = PackedSource(cfg, processor)
+        source: Sequence[dict[str, Any]] = PackedSource(cfg, processor, model)
     elif spec.startswith("file:"):
         source = load_batch_file(spec[5:])
     else:
@@ -82,10 +112,10 @@ def micro_batch_index(step: int, micro: int, accumulation: int, rank: int = 0, w
 
 
 def make_batches(
-    cfg: TrainConfig, processor: Any = None, start_step: int = 0, rank: int = 0, world: int = 1
+    cfg: TrainConfig, processor: Any = None, start_step: int = 0, rank: int = 0, world: int = 1, model: Any = None
 ) -> Iterator[dict[str, Any]]:
     """Micro-batches for this rank from optimiser step ``start_step`` on, cycling the source."""
-    source = open_batch_source(cfg, processor)
+    source = open_batch_source(cfg, processor, model)
     step = start_step
     while True:
         for micro in range(cfg.gradient_accumulation):

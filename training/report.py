@@ -38,11 +38,14 @@ class Reporter:
         return self._pipes is not None
 
     def log(self, message: str, level: str = "info") -> None:
+        """One line: into Dagster's event log under Pipes, else to stdout (not both: the Pipes
+        client also forwards stdout, which would show every line twice)."""
         if self.rank != 0:
             return
-        print(message, file=sys.stdout if level == "info" else sys.stderr, flush=True)
         if self._pipes is not None:
             getattr(self._pipes.log, level)(message)
+        else:
+            print(message, file=sys.stdout if level == "info" else sys.stderr, flush=True)
 
     def materialize(self, metadata: dict[str, Any]) -> None:
         if self.rank == 0 and self._pipes is not None:

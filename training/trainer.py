@@ -242,7 +242,9 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
         reporter.log(f"resumed from {resume_path} at step {start_step}")
 
     dp_world, dp_rank = info.world_size // sp_size, info.rank // sp_size
-    batches = make_batches(cfg, _processor_for(cfg), start_step=start_step, rank=dp_rank, world=dp_world)
+    batches = make_batches(
+        cfg, _processor_for(cfg), start_step=start_step, rank=dp_rank, world=dp_world, model=model
+    )
     prior_seconds = trainer_state.seconds
     started = time.perf_counter()
     run_tokens = 0
