@@ -71,6 +71,12 @@ TRAIN_DIALOGUES = [
 
 
 @pytest.fixture(scope="session")
+def train_dialogues() -> list:
+    """Text-only ChatML dialogues (``{"role", "content": str}``) used by the training tests."""
+    return TRAIN_DIALOGUES
+
+
+@pytest.fixture(scope="session")
 def train_batch_file(tiny_model_dir, tmp_path_factory) -> Path:
     """Text-only ChatML micro-batches (labels on assistant turns) saved for ``batch_source='file:...'``."""
     from transformers import AutoTokenizer
@@ -83,24 +89,26 @@ def train_batch_file(tiny_model_dir, tmp_path_factory) -> Path:
     return path
 
 
-def _write_mixture(path: Path, stage: str = "8k", capacity: int = 8192) -> Path:
-    """A mixture shard with the columns of docs/packed_shards.md."""
+def _write_mixture(path: Path, stage: str = "8k", capacity: int = 8192, lengths=(40, 45), mode: str = "concat") -> Path:
+    """A mixture shard with the columns of docs/packed_shards.md (one sequence: samples s0, s1
+    of source ``text``)."""
     import pyarrow as pa
 
+    lengths = [int(n) for n in lengths]
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table(
         {
             "seq_id": [f"{stage}-long_text-0"],
             "stage": [stage],
             "capacity": pa.array([capacity], pa.int64()),
-            "mode": ["concat"],
+            "mode": [mode],
             "category": ["long_text"],
             "long": [False],
             "sample_ids": [["s0", "s1"]],
             "sources": [["text", "text"]],
-            "offsets": pa.array([[0, 40]], pa.list_(pa.int64())),
-            "lengths": pa.array([[40, 45]], pa.list_(pa.int64())),
-            "n_tokens": pa.array([85], pa.int64()),
+            "offsets": pa.array([[0, lengths[0]]], pa.list_(pa.int64())),
+            "lengths": pa.array([lengths], pa.list_(pa.int64())),
+            "n_tokens": pa.array([sum(lengths)], pa.int64()),
             "copy": pa.array([0], pa.int64()),
         }
     )
@@ -110,7 +118,7 @@ def _write_mixture(path: Path, stage: str = "8k", capacity: int = 8192) -> Path:
 
 @pytest.fixture(scope="session")
 def write_mixture():
-    """``write_mixture(path, stage, capacity)``: a one-row mixture shard per docs/packed_shards.md."""
+    """``write_mixture(path, stage, capacity, lengths, mode)``: a one-row mixture shard per docs/packed_shards.md."""
     return _write_mixture
 
 

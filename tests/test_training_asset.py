@@ -22,16 +22,50 @@ from training.modeling import weights_fingerprint
 from training.position_methods import load_with_position_method, read_position_method
 
 
-def _root(tmp_path_factory, tiny_model_dir, write_mixture, name: str, stages=("8k", "32k")) -> Path:
+def _collator_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("training.collator") is not None
+
+
+@pytest.fixture(scope="module")
+def make_root(tmp_path_factory, tiny_model_dir, write_mixture, train_dialogues):
+    def make(name: str, stages=("8k", "32k")) -> Path:
+        return _root(tmp_path_factory, tiny_model_dir, write_mixture, train_dialogues, name, stages)
+
+    return make
+
+
+def _root(tmp_path_factory, tiny_model_dir, write_mixture, dialogues, name: str, stages) -> Path:
+    """Base model, two text conversations in ``chatml/text`` and one mixture sequence per stage
+    (8k concat, 32k isolated). With the collator present the lengths are its own (it checks them)."""
     root = tmp_path_factory.mktemp(name)
     shutil.copytree(tiny_model_dir, root / "model" / "base")
     conv = root / "chatml" / "text" / "conversations.parquet"
     conv.parent.mkdir(parents=True)
-    pq.write_table(pa.table({"sample_id": ["s0", "s1"], "source": ["text", "text"], "category": ["long_text"] * 2}), conv)
-    caps = {"8k": 8192, "32k": 32768}
+    rows = [
+        {"sample_id": f"s{i}", "source": "text", "category": "long_text",
+         "messages": [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in d]}
+        for i, d in enumerate(dialogues)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), conv)
+    lengths = (40, 45)
+    if _collator_available():
+        from training.collator import SampleCollator, SampleStore
+        from training.processor import load_processor
+
+        store = SampleStore(root)
+        collate = SampleCollator(load_processor(root / "model" / "base"), store)
+        lengths = tuple(len(collate(store.conversation(f"s{i}", "text"))) for i in range(2))
+    caps = {"8k": (8192, "concat"), "32k": (32768, "isolated")}
     for stage in stages:
-        write_mixture(root / "etvlm_mixture" / stage / "mixture.parquet", stage, caps[stage])
+        write_mixture(root / "etvlm_mixture" / stage / "mixture.parquet", stage, caps[stage][0], lengths, caps[stage][1])
     return root
+
+
+def _source(train_batch_file) -> str:
+    """The real collator over the mixture shard once it is there, else the saved text batches."""
+    return "packed" if _collator_available() else f"file:{train_batch_file}"
 
 
 def _materialize(root: Path, instance, recipe: str, stage: str, **config) -> dg.ExecuteInProcessResult:
@@ -62,10 +96,10 @@ def instance():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir, train_batch_file, instance, write_mixture):
+def trained(make_root, train_batch_file, instance):
     """mrope_pp 8k (one process), then 32k (torchrun, 2 ranks) from 8k's checkpoint."""
-    root = _root(tmp_path_factory, tiny_model_dir, write_mixture, "train-root")
-    common = {"batch_source": f"file:{train_batch_file}", "steps": 4, "save_every": 2}
+    root = make_root("train-root")
+    common = {"batch_source": _source(train_batch_file), "steps": 4, "save_every": 2}
     started = time.perf_counter()
     r8 = _materialize(root, instance, "mrope_pp", "8k", **common)
     t8 = time.perf_counter() - started
@@ -110,7 +144,8 @@ def test_32k_starts_from_8k_weights_under_torchrun(trained, instance):
     assert md32["world_size"] == 2
     assert md32["weights_fingerprint"] != md8["weights_fingerprint"]
     assert "torch.distributed.run" in md32["command"] and "--nproc_per_node 2" in md32["command"]
-    # 8k: one process saw sequences 0,1,0,1; 32k: each of 4 steps saw 0 (rank 0) and 1 (rank 1)
+    # file source - 8k: one process saw sequences 0,1,0,1; 32k: each step saw 0 (rank 0) and 1 (rank 1).
+    # packed source - one sequence per stage: 8k saw it 4 times, 32k 4 x 2 ranks.
     assert md32["tokens"] == 2 * md8["tokens"]
     final32 = root / "checkpoints" / "mrope_pp" / "32k" / "final"
     assert read_position_method(load_with_position_method(final32).config).rope.method == "mrope++"
@@ -140,10 +175,10 @@ def _kill_training_when(path: Path, timeout: float = 600) -> threading.Thread:
     return thread
 
 
-def test_killed_run_resumes_from_its_last_saved_step(tmp_path_factory, tiny_model_dir, train_batch_file, instance, write_mixture):
-    root = _root(tmp_path_factory, tiny_model_dir, write_mixture, "resume-root", stages=("8k",))
+def test_killed_run_resumes_from_its_last_saved_step(make_root, train_batch_file, instance):
+    root = make_root("resume-root", stages=("8k",))
     out = root / "checkpoints" / "v2pe" / "8k"
-    config = {"batch_source": f"file:{train_batch_file}", "steps": 12, "save_every": 2}
+    config = {"batch_source": _source(train_batch_file), "steps": 12, "save_every": 2}
     watcher = _kill_training_when(out / "state" / "step_2")
     first = _materialize(root, instance, "v2pe", "8k", **config)
     watcher.join(timeout=5)
@@ -162,8 +197,8 @@ def test_killed_run_resumes_from_its_last_saved_step(tmp_path_factory, tiny_mode
     assert read_position_method(model.config).v2pe is not None
 
 
-def test_bad_configuration_fails_before_launch(tmp_path_factory, tiny_model_dir, instance, monkeypatch, write_mixture):
-    root = _root(tmp_path_factory, tiny_model_dir, write_mixture, "bad-root", stages=("32k",))
+def test_bad_configuration_fails_before_launch(make_root, instance, monkeypatch):
+    root = make_root("bad-root", stages=("32k",))
     cfg = {"batch_source": "packed", "steps": 2}
 
     text = _failure(_materialize(root, instance, "mrope_pp", "32k", **cfg))
@@ -183,15 +218,14 @@ def test_bad_configuration_fails_before_launch(tmp_path_factory, tiny_model_dir,
     assert not (root / "checkpoints").exists()  # nothing was launched or written
 
 
-def test_giraffe_train_cli_runs_stages_in_order(tmp_path_factory, tiny_model_dir, train_batch_file, write_mixture,
-                                                 monkeypatch, capsys):
+def test_giraffe_train_cli_runs_stages_in_order(make_root, tmp_path_factory, train_batch_file, monkeypatch, capsys):
     from pipelines.cli import main
 
-    root = _root(tmp_path_factory, tiny_model_dir, write_mixture, "cli-root", stages=("8k",))
+    root = make_root("cli-root", stages=("8k",))
     home = tmp_path_factory.mktemp("cli-home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # main() sets both; monkeypatch restores them
     monkeypatch.setenv("GIRAFFE_DATA_ROOT", str(root))
-    args = ["train", "--recipe", "mrope_pp", "--steps", "2", "--batch-source", f"file:{train_batch_file}",
+    args = ["train", "--recipe", "mrope_pp", "--steps", "2", "--batch-source", _source(train_batch_file),
             "--data-root", str(root), "--dagster-home", str(home)]
     assert main([*args, "--stages", "32k"]) == 1
     assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().out
