@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pipelines.pack_cli import add_pack_parser
+from pipelines.train_cli import add_train_parser
 from pipelines.video_plan_cli import add_video_plan_parser
 from training.rope_cli import add_rope_parser
 
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rope_parser(sub)
     add_video_plan_parser(sub)
     add_pack_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

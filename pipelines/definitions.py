@@ -10,6 +10,7 @@ from assets.model import base_model
 from assets.packing_assets import packing_assets
 from assets.sources import raw_assets
 from assets.token_counts import token_counts
+from assets.training import checkpoint
 from assets.video import video_frames
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import all_jobs
@@ -20,7 +21,7 @@ from pipelines.schedules import nightly_refresh_schedule
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Definitions with resources from the environment (read now, not at first import)."""
     return dg.Definitions(
-        assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, *evaluation_assets]),
+        assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, checkpoint, *evaluation_assets]),
         jobs=all_jobs,
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],

@@ -62,7 +62,13 @@ refresh = dg.define_asset_job(
     description="Re-fetch every raw source; downstream assets follow only where content changed.",
 )
 
-all_jobs = [everything, ingest, refresh, stage_data, train_and_eval, evaluate_checkpoint, report]
+train = dg.define_asset_job(
+    "train_checkpoint",
+    selection=dg.AssetSelection.groups("training"),
+    description="Train one stage of one recipe (partition recipe|stage); stage k needs stage k-1's checkpoint.",
+)
+
+all_jobs = [everything, ingest, refresh, stage_data, train_and_eval, train, evaluate_checkpoint, report]
 
 # What `giraffe demo` runs, in order; a partitioned job runs once per key of demo_partition_keys.
 DEMO_SEQUENCE = ["giraffe_demo", "stage_data", "train_and_eval", "report"]

@@ -48,7 +48,8 @@ class SourceHub(dg.ConfigurableResource):
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: ``GIRAFFE_DATA_ROOT``, ``GIRAFFE_SOURCES_MODE``,
-    ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI)."""
+    ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI).
+    ``pipes_subprocess_client`` launches the training job (``assets/training.py``)."""
     max_rows = os.environ.get("GIRAFFE_MAX_ROWS")
     return {
         "store": DataStore(root=os.environ.get("GIRAFFE_DATA_ROOT", str(Path.cwd() / "data"))),
@@ -57,4 +58,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             token=dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None,
             max_rows=int(max_rows) if max_rows else None,
         ),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

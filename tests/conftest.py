@@ -78,3 +78,93 @@ def demo_run(tmp_path_factory):
         os.environ.clear()
         os.environ.update(old)
     return code, instance, data
+
+
+# --- train fixtures ---
+TRAIN_DIALOGUES = [
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What colour is the sky on a clear day?"},
+        {"role": "assistant", "content": "The sky is blue on a clear day, because air scatters blue light the most."},
+    ],
+    [
+        {"role": "user", "content": "Name the planet closest to the sun."},
+        {"role": "assistant", "content": "Mercury is the closest planet to the sun."},
+        {"role": "user", "content": "And the largest one?"},
+        {"role": "assistant", "content": "Jupiter is the largest planet of the solar system."},
+    ],
+]
+
+
+@pytest.fixture(scope="session")
+def train_dialogues() -> list:
+    """Text-only ChatML dialogues (``{"role", "content": str}``) used by the training tests."""
+    return TRAIN_DIALOGUES
+
+
+@pytest.fixture(scope="session")
+def train_batch_file(tiny_model_dir, tmp_path_factory) -> Path:
+    """Text-only ChatML micro-batches (labels on assistant turns) saved for ``batch_source='file:...'``."""
+    from transformers import AutoTokenizer
+
+    from training.data import save_batch_file, text_batch
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    path = tmp_path_factory.mktemp("train-batches") / "batches.pt"
+    save_batch_file([text_batch(tokenizer, d) for d in TRAIN_DIALOGUES], path)
+    return path
+
+
+def _write_mixture(path: Path, stage: str = "8k", capacity: int = 8192, lengths=(40, 45), mode: str = "concat") -> Path:
+    """A mixture shard with the columns of docs/packed_shards.md (one sequence: samples s0, s1
+    of source ``text``)."""
+    import pyarrow as pa
+
+    lengths = [int(n) for n in lengths]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "seq_id": [f"{stage}-long_text-0"],
+            "stage": [stage],
+            "capacity": pa.array([capacity], pa.int64()),
+            "mode": [mode],
+            "category": ["long_text"],
+            "long": [False],
+            "sample_ids": [["s0", "s1"]],
+            "sources": [["text", "text"]],
+            "offsets": pa.array([[0, lengths[0]]], pa.list_(pa.int64())),
+            "lengths": pa.array([lengths], pa.list_(pa.int64())),
+            "n_tokens": pa.array([sum(lengths)], pa.int64()),
+            "copy": pa.array([0], pa.int64()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_mixture():
+    """``write_mixture(path, stage, capacity, lengths, mode)``: a one-row mixture shard per docs/packed_shards.md."""
+    return _write_mixture
+
+
+@pytest.fixture(scope="session")
+def image_batch(processor) -> dict:
+    """One ChatML sequence with an image (processor output) and labels on the answer only."""
+    from PIL import Image
+
+    image = Image.new("RGB", (56, 84), (200, 30, 30))
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is this?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "It is red."}]},
+    ]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    batch = dict(processor(text=[text], images=[image], return_tensors="pt"))
+    ids = batch["input_ids"][0].tolist()
+    tok = processor.tokenizer
+    start = max(i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids("<|im_start|>"))
+    answer = start + 1 + len(tok("assistant\n", add_special_tokens=False)["input_ids"])
+    labels = batch["input_ids"].clone()
+    labels[0, :answer] = -100
+    batch["labels"] = labels
+    return batch
