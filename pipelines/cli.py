@@ -102,7 +102,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("checks with warnings: " + ", ".join(warned_checks))
     if failed_checks:
         print("failed checks: " + ", ".join(failed_checks))
-    print(f"Open the UI on it: DAGSTER_HOME={home} .venv/bin/dagster dev  (then http://127.0.0.1:3000)")
+    board = Path(os.environ.get("GIRAFFE_DATA_ROOT", Path.cwd() / "data")) / "leaderboard" / "leaderboard.md"
+    if board.is_file():
+        print(f"\nLeaderboard ({board}; plots beside it and in the asset's metadata):\n")
+        print(board.read_text())
+    print(
+        f"Open the UI on it: DAGSTER_HOME={home} .venv/bin/giraffe ui  (then http://127.0.0.1:3000: "
+        "Lineage for the graph, Catalog > leaderboard for scores and plots)"
+    )
     return 0 if success and not failed_checks else 1
 
 
