@@ -120,6 +120,23 @@ def unpack_archives(base: Path, patterns: tuple[str, ...]) -> list[Path]:
     return unpacked
 
 
+def download_media(repo_id: str, patterns, media_dir: Path, settings: HubSettings) -> None:
+    """Snapshot the files matching ``patterns`` of a hub dataset repo into ``media_dir`` (sources
+    and benchmarks alike; nothing to do without patterns)."""
+    if not patterns:
+        return
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(
+        repo_id=repo_id,
+        repo_type="dataset",
+        allow_patterns=list(patterns),
+        local_dir=str(media_dir),
+        token=settings.token,
+        revision=settings.revision,
+    )
+
+
 def fetch_media(spec: SourceSpec, location: str, settings: HubSettings, media_dir: Path) -> tuple[Path, ...]:
     """Download (hub) or locate (embedded) the source's media; return the roots paths resolve in."""
     media = spec.media
@@ -127,17 +144,7 @@ def fetch_media(spec: SourceSpec, location: str, settings: HubSettings, media_di
         return ()
     if settings.mode == "hub":
         base = media_dir
-        if media.patterns:
-            from huggingface_hub import snapshot_download
-
-            snapshot_download(
-                repo_id=media.repo_id or spec.hub_id,
-                repo_type="dataset",
-                allow_patterns=list(media.patterns),
-                local_dir=str(media_dir),
-                token=settings.token,
-                revision=settings.revision,
-            )
+        download_media(media.repo_id or spec.hub_id, media.patterns, media_dir, settings)
     else:
         base = Path(location)
     unpack_archives(base, media.archives)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.conversation import REJECTED_SCHEMA, Rejection
-from assets.hub import HubSettings, unpack_archives
+from assets.hub import HubSettings, download_media, unpack_archives
 from eval.benchmarks import BenchmarkSpec
 from eval.embedded import GENERATORS
 from eval.formats import LOADERS, FetchOptions, LoadContext, limit_per_split
@@ -92,17 +92,7 @@ def prepare_media(spec: BenchmarkSpec, settings: HubSettings, location: str, med
     """Download (hub) or locate (embedded) the benchmark's media and unpack its archives."""
     if settings.mode == "hub":
         base = media_dir
-        if spec.media_patterns:
-            from huggingface_hub import snapshot_download
-
-            snapshot_download(
-                repo_id=spec.hub_id,
-                repo_type="dataset",
-                allow_patterns=list(spec.media_patterns),
-                local_dir=str(media_dir),
-                token=settings.token,
-                revision=settings.revision,
-            )
+        download_media(spec.hub_id, spec.media_patterns, media_dir, settings)
     else:
         base = Path(location)
     join_split_archives(base, spec.split_archives)
