@@ -19,13 +19,14 @@ from pipelines.schedules import nightly_refresh_schedule
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
-    """Definitions with resources from the environment (read now, not at first import)."""
+    """Definitions with resources from the environment (read now, not at first import); any
+    ``resources`` given replace those keys only."""
     return dg.Definitions(
         assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, checkpoint, *evaluation_assets]),
         jobs=all_jobs,
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],
-        resources=resources or default_resources(),
+        resources={**default_resources(), **(resources or {})},
     )
 
 
