@@ -3,6 +3,7 @@ positions, and the tiny Qwen2-VL's logits in isolated and concat packing."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -81,7 +82,8 @@ def builder(processor, store):
 
 
 def _row(normalized, source, k=0):
-    return normalized[source].conversations[k].to_row()
+    """A deep copy: tests edit rows, and the session-wide ``normalized`` shares its messages."""
+    return copy.deepcopy(normalized[source].conversations[k].to_row())
 
 
 def _seq(rows, counter, mode="isolated", seq_id="8k-test-0"):
