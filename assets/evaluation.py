@@ -109,6 +109,13 @@ class EvalConfig(dg.Config):
     effective_threshold: float = EFFECTIVE_THRESHOLD
     device: Optional[str] = None
     samples_in_metadata: int = 8
+    answer_mode: Optional[str] = None
+    """``generate`` (greedy decoding + parsing: the paper's protocol) or ``likelihood`` (argmax of
+    each candidate answer's log-probability, lm-eval-harness multiple choice). None: generate on
+    hub data, likelihood on the embedded demo (its tiny random model never writes an answer)."""
+
+    def resolved_answer_mode(self, mode: str) -> str:
+        return self.answer_mode or ("likelihood" if mode == "embedded" else "generate")
 
     def run_config(self, mode: str) -> RunConfig:
         lo, hi = EMBEDDED_VIDEO_PIXELS if mode == "embedded" else (None, None)
@@ -122,7 +129,12 @@ class EvalConfig(dg.Config):
             hybrid=(self.hybrid_L, self.hybrid_m, self.hybrid_s) if self.hybrid else None,
             hybrid_min_frames=self.hybrid_min_frames,
         )
-        return RunConfig(batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, video=video)
+        return RunConfig(
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            video=video,
+            answer_mode=self.resolved_answer_mode(mode),
+        )
 
 
 class LeaderboardConfig(dg.Config):
@@ -216,7 +228,7 @@ def evaluate(
     items: list[EvalItem] = limit_per_split(read_items(items_path), config.max_items_per_split, 0)
     context.log.info(f"{spec.name}: {len(items)} items on {runner.model_id}")
     rows = runner.run(items)
-    summary = summarize(spec.name, rows, config.effective_threshold) | model_info
+    summary = summarize(spec.name, rows, config.effective_threshold) | model_info | {"answer_mode": runner.cfg.answer_mode}
     out = lb.model_dir(store.path / "eval", spec.name, runner.model_id)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
@@ -232,9 +244,16 @@ def _split_table(summary: dict, label: str) -> str:
     return markdown_table(rows)
 
 
+def _logprobs(row: dict) -> str:
+    scores = json.loads(row.get("extra") or "{}").get("candidate_logprobs")
+    return " ".join(f"{k}:{v:.2f}" for k, v in scores.items()) if scores else ""
+
+
 def eval_metadata(spec: BenchmarkSpec, rows: list[dict], summary: dict, samples: int) -> dict:
+    likelihood = summary.get("answer_mode") == "likelihood"
     md: dict = {
         "accuracy": None if summary["accuracy"] is None else round(100 * summary["accuracy"], 2),
+        "answer_mode": summary.get("answer_mode", "generate"),
         "items": summary["n"],
         "dagster/row_count": summary["n"],
         "status": dg.MetadataValue.md(counts_table(summary["status"], "status", "items")),
@@ -250,6 +269,7 @@ def eval_metadata(spec: BenchmarkSpec, rows: list[dict], summary: dict, samples:
                         "status": r["status"],
                         "raw_output": repr(r["raw_output"])[:80],
                         "tokens": r["n_prompt_tokens"],
+                        **({"logprobs": _logprobs(r)} if likelihood else {}),
                     }
                     for r in rows[:samples]
                 ],
@@ -303,7 +323,8 @@ def _eval_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
         ],
         kinds={"pytorch", "parquet"},
         description=f"{spec.title} on one checkpoint (recipe|stage) loaded with its position method; "
-        "greedy decoding, parsed answers, raw outputs kept; scores by "
+        "greedy decoding with parsed answers (hub) or candidate log-likelihoods (embedded demo; config "
+        "answer_mode), raw outputs kept; scores by "
         f"{spec.split_label}. {spec.paper}.",
     )
     def _asset(context: dg.AssetExecutionContext, config: EvalConfig, store: DataStore, hub: SourceHub) -> dg.MaterializeResult:
@@ -320,6 +341,7 @@ def _eval_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
         rows, summary = evaluate(context, spec, runner, store, config, info)
         md = eval_metadata(spec, rows, summary, config.samples_in_metadata)
         md.update(checkpoint=dg.MetadataValue.path(str(path)), method=info["method"])
+        context.log.info(f"{spec.name} on {model}: answer_mode={runner.cfg.answer_mode}")
         return dg.MaterializeResult(metadata=md)
 
     _asset.__name__ = f"eval_{spec.name}"
@@ -357,6 +379,7 @@ def eval_base(context: dg.AssetExecutionContext, config: EvalConfig, store: Data
         if spec.name == "mme":
             md.update(mme_perception=round(summary["mme"]["perception"], 2), mme_cognition=round(summary["mme"]["cognition"], 2))
     md["scores"] = dg.MetadataValue.md(markdown_table(table))
+    md["answer_mode"] = runner.cfg.answer_mode
     md["checkpoint"] = dg.MetadataValue.path(str(path))
     return dg.MaterializeResult(metadata=md)
 
@@ -431,6 +454,8 @@ def leaderboard(context: dg.AssetExecutionContext, config: LeaderboardConfig, st
     (out / "visual_haystack.png").write_bytes(vh_png)
     (out / "videomme_by_duration.png").write_bytes(vm_png)
     table = lb.markdown(rows)
+    if any(r.get("answer_mode") and "likelihood" in r["answer_mode"] for r in rows):
+        table += "\n\n" + lb.LIKELIHOOD_NOTE
     (out / "leaderboard.md").write_text(table + "\n")
     (out / "leaderboard.json").write_text(json.dumps(rows, indent=1))
     base_of = {

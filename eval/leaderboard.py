@@ -38,6 +38,12 @@ COLUMNS = (
     "mme_cognition",
     "mme_pct",
     "mmbench",
+    "answer_mode",
+)
+LIKELIHOOD_NOTE = (
+    "_answer mode `likelihood`: the argmax of each candidate answer's log-probability "
+    "(lm-eval-harness multiple choice), not the paper's greedy-generation accuracy; "
+    "the two are not comparable._"
 )
 VIDEOMME_DURATIONS = ("short", "medium", "long")
 
@@ -99,6 +105,8 @@ def row_for(model: str, summaries: Mapping[str, Mapping[str, Any]], method: str,
         row["mme_pct"] = None if mme.get("total_pct") is None else round(mme["total_pct"], 1)
     if summaries.get("mmbench"):
         row["mmbench"] = _pct(summaries["mmbench"]["accuracy"])
+    modes = sorted({s.get("answer_mode", "generate") for s in summaries.values()})  # older scores: generate
+    row["answer_mode"] = "+".join(modes) if modes else None
     return row
 
 
@@ -118,7 +126,7 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         return "_(nothing evaluated yet)_"
     header = (
         "| model | method | source | VH eff. images | VH eff. tokens | VideoMME S | M | L | overall "
-        "| LongVideoBench | MME-P | MME-C | MME % | MMBench"
+        "| LongVideoBench | MME-P | MME-C | MME % | MMBench | answer mode"
     )
     lines = [header + " |", "|" + "---|" * header.count("|")]
     for r in rows:

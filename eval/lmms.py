@@ -121,7 +121,7 @@ def parse_results(results: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 def leaderboard_row(model: str, method: str, parsed: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(model=model, method=method, source="lmms-eval")
+    row.update(model=model, method=method, source="lmms-eval", answer_mode="generate")  # lmms-eval's tasks generate
     for key in ("videomme_overall", "longvideobench", "mme_perception", "mme_cognition", "mme_pct", "mmbench"):
         value = parsed.get(key)
         row[key] = None if value is None else round(float(value), 1)

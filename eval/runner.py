@@ -16,8 +16,19 @@
   left-padded; ``mm_token_type_ids`` marks image/video tokens (transformers 5 needs it).
   A batch that fails is retried item by item, so one bad item cannot sink its neighbours;
   an item that still fails is a prediction row with ``status = "error"`` and the reason.
-* **Decoding**: greedy (``do_sample=False``), ``max_new_tokens`` small; the new tokens are
-  decoded and parsed (``eval.parsing``); unparseable output is scored wrong and kept verbatim.
+* **Answers**, ``RunConfig.answer_mode``:
+
+  - ``"generate"`` (the paper's protocol, the hub default): greedy (``do_sample=False``),
+    ``max_new_tokens`` small; the new tokens are decoded and parsed (``eval.parsing``);
+    unparseable output is scored wrong and kept verbatim.
+  - ``"likelihood"`` (lm-evaluation-harness-style multiple choice, the embedded default: a tiny
+    random model never writes a parseable answer, so generation accuracy is always 0): each
+    candidate answer (``Yes``/``No``, or the item's option letters) is scored by the summed
+    log-probability of its tokens right after the same generation prompt; the prediction is the
+    argmax. One forward pass over the prompt when every candidate is one token (next-token
+    log-softmax), otherwise one pass over prompt + candidate per candidate slot (the batch's
+    i-th candidates together, right-padded). ``raw_output`` is the chosen candidate's text and
+    ``extra.candidate_logprobs`` keeps every candidate's score.
 """
 
 from __future__ import annotations
@@ -85,11 +96,34 @@ class VideoEvalConfig:
         )
 
 
+ANSWER_MODES = ("generate", "likelihood")
+YES_NO_CANDIDATES = {"yes": "Yes", "no": "No"}
+"""Likelihood mode: label -> continuation scored for yes/no items (how chat models answer)."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     batch_size: int = 4
     max_new_tokens: int = 8
     video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
+    answer_mode: str = "generate"
+    """``"generate"`` (greedy + parsing) or ``"likelihood"`` (argmax candidate log-probability)."""
+
+    def __post_init__(self) -> None:
+        if self.answer_mode not in ANSWER_MODES:
+            raise ValueError(f"answer_mode must be one of {ANSWER_MODES}, got {self.answer_mode!r}")
+
+
+def candidates(item: EvalItem) -> dict[str, str]:
+    """Likelihood mode: {label: continuation text}; the label is what is scored against the answer."""
+    from eval.items import YES_NO
+
+    if item.answer_type == YES_NO:
+        return dict(YES_NO_CANDIDATES)
+    letters = sorted({str(k).strip().upper() for k in item.options})
+    if not letters:
+        raise RejectRow("no_options", f"{item.item_id}: a choice item without options cannot be scored by likelihood")
+    return {k: k for k in letters}
 
 
 @dataclass
@@ -224,15 +258,18 @@ class Runner:
 
     # -- generation -------------------------------------------------------------------------
 
-    def generate(self, batch: Sequence[Prepared]) -> tuple[list[str], list[int]]:
-        import torch
-
-        inputs = self.encode(batch)
+    def _to_device(self, inputs: dict) -> dict:
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
         for k, v in inputs.items():
             v = v.to(device)
             inputs[k] = v.to(dtype) if k.startswith("pixel_values") else v  # second_per_grid_ts stays float32
+        return inputs
+
+    def generate(self, batch: Sequence[Prepared]) -> tuple[list[str], list[int]]:
+        import torch
+
+        inputs = self._to_device(self.encode(batch))
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
@@ -244,10 +281,72 @@ class Runner:
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return texts, inputs["attention_mask"].sum(1).tolist()
 
-    def _row(self, item: EvalItem, raw: str, n_tokens: int | None, error: RejectRow | None = None, plan: dict | None = None) -> dict:
-        prediction = None if error else parse_answer(raw, item.answer_type, item.options)
-        status = "error" if error else ("ok" if prediction is not None else "unparseable")
+    def candidate_ids(self, item: EvalItem) -> dict[str, list[int]]:
+        """{label: token ids of its continuation}, tokenised on their own (as lm-eval-harness
+        does with a continuation) and appended to the prompt's ids."""
+        out = {k: self.tokenizer(text, add_special_tokens=False)["input_ids"] for k, text in candidates(item).items()}
+        empty = [k for k, ids in out.items() if not ids]
+        if empty:
+            raise RejectRow("empty_candidate", f"{item.item_id}: candidates {empty} tokenise to nothing")
+        return out
+
+    def score(self, batch: Sequence[Prepared]) -> tuple[list[dict[str, float]], list[int]]:
+        """Likelihood mode: per item {label: sum of log p(candidate tokens | prompt)}, prompt lengths."""
+        import torch
+
+        inputs = self._to_device(self.encode(batch))
+        counts = inputs["attention_mask"].sum(1).tolist()
+        cands = [self.candidate_ids(p.item) for p in batch]
+        out: list[dict[str, float]] = [{} for _ in batch]
+        with torch.no_grad():
+            if all(len(ids) == 1 for c in cands for ids in c.values()):  # one pass, next-token log-probs
+                logp = torch.log_softmax(self.model(**inputs, logits_to_keep=1).logits[:, -1].float(), -1)
+                for b, c in enumerate(cands):
+                    out[b] = {k: float(logp[b, ids[0]]) for k, ids in c.items()}
+                return out, counts
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            for j in range(max(len(c) for c in cands)):  # the j-th candidate of every item together
+                conts = [list(c.items())[j] if j < len(c) else (None, []) for c in cands]
+                width = max(len(ids) for _, ids in conts)
+                ext = torch.full((len(batch), width), pad, dtype=inputs["input_ids"].dtype)
+                mask = torch.zeros((len(batch), width), dtype=inputs["attention_mask"].dtype)
+                for b, (_, ids) in enumerate(conts):
+                    ext[b, : len(ids)] = torch.tensor(ids, dtype=ext.dtype)
+                    mask[b, : len(ids)] = 1
+                device = inputs["input_ids"].device
+                x = dict(inputs)
+                x["input_ids"] = torch.cat([inputs["input_ids"], ext.to(device)], 1)
+                x["attention_mask"] = torch.cat([inputs["attention_mask"], mask.to(device)], 1)
+                x["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ext).to(device)], 1)
+                # with n prompt columns, positions n-1 .. n+width-2 predict the candidate tokens n .. n+width-1
+                logits = self.model(**x, logits_to_keep=width + 1).logits[:, :width].float()
+                logp = torch.log_softmax(logits, -1)
+                for b, (label, ids) in enumerate(conts):
+                    if label is not None:
+                        tok = torch.tensor(ids, device=logp.device)
+                        out[b][label] = float(logp[b, torch.arange(len(ids), device=logp.device), tok].sum())
+        return out, counts
+
+    def _row(
+        self,
+        item: EvalItem,
+        raw: str,
+        n_tokens: int | None,
+        error: RejectRow | None = None,
+        plan: dict | None = None,
+        logprobs: dict[str, float] | None = None,
+    ) -> dict:
         extra = dict(item.extra)
+        extra["answer_mode"] = self.cfg.answer_mode
+        if error:
+            prediction = None
+        elif logprobs is not None:
+            prediction = max(logprobs, key=logprobs.__getitem__)  # first label on a tie
+            raw = candidates(item)[prediction]
+            extra["candidate_logprobs"] = {k: round(v, 6) for k, v in logprobs.items()}
+        else:
+            prediction = parse_answer(raw, item.answer_type, item.options)
+        status = "error" if error else ("ok" if prediction is not None else "unparseable")
         if plan:
             extra["video_plan"] = plan
         return {
@@ -279,13 +378,19 @@ class Runner:
             if not pending:
                 return
             try:
-                texts, counts = self.generate([p for _, p in pending])
-                for (i, p), raw, n in zip(pending, texts, counts):
-                    rows[i] = self._row(p.item, raw, int(n), plan=p.video_plan)
+                if self.cfg.answer_mode == "likelihood":
+                    scores, counts = self.score([p for _, p in pending])
+                    for (i, p), lp, n in zip(pending, scores, counts):
+                        rows[i] = self._row(p.item, "", int(n), plan=p.video_plan, logprobs=lp)
+                else:
+                    texts, counts = self.generate([p for _, p in pending])
+                    for (i, p), raw, n in zip(pending, texts, counts):
+                        rows[i] = self._row(p.item, raw, int(n), plan=p.video_plan)
             except Exception as exc:  # retry alone to find the item that fails
                 if len(pending) == 1:
                     i, p = pending[0]
-                    rows[i] = self._row(p.item, "", None, RejectRow("inference_failed", f"{type(exc).__name__}: {exc}"[:500]))
+                    err = exc if isinstance(exc, RejectRow) else RejectRow("inference_failed", f"{type(exc).__name__}: {exc}"[:500])
+                    rows[i] = self._row(p.item, "", None, err)
                 else:
                     for one in list(pending):
                         pending[:] = [one]

@@ -98,6 +98,8 @@ def test_every_run_succeeds_and_writes_predictions(run):
             assert all(p["status"] in ("ok", "unparseable") for p in preds), [p["reason"] for p in preds]
             scores = json.loads((folder / "scores.json").read_text())
             assert scores["model"] == model and scores["n"] == items
+            assert scores["answer_mode"] == "likelihood"  # the embedded default: the tiny model never writes an answer
+            assert all(p["status"] == "ok" and json.loads(p["extra"])["candidate_logprobs"] for p in preds)
     vh = json.loads((data / "eval" / "visual_haystack" / "v2pe/8k" / "scores.json").read_text())
     assert [p["n_images"] for p in vh["curve"]] == [1, 3, 6] and all(p["mean_tokens"] > 0 for p in vh["curve"])
     assert vh["method"] == "v2pe(d=0.25)" and vh["checkpoint"].endswith("checkpoints/v2pe/8k/final")
@@ -108,7 +110,8 @@ def test_eval_asset_metadata_has_accuracy_samples_and_the_curve(run):
     md = _md(results["mrope_pp|8k"], eval_key("visual_haystack"))
     assert "data:image/png;base64," in md["haystack_curve"].value
     assert "accuracy_by_images" in md and "effective_length_images" in md
-    assert "raw_output" in md["samples"].value
+    assert "raw_output" in md["samples"].value and "logprobs" in md["samples"].value
+    assert md["answer_mode"].value == "likelihood"
     mme = _md(results["v2pe|8k"], eval_key("mme"))
     assert "mme_perception" in mme and "acc+" in mme["mme_categories"].value
     vm = _md(results["v2pe|8k"], eval_key("videomme"))
@@ -125,6 +128,7 @@ def test_leaderboard_has_every_model_both_plots_and_the_check(run):
     table = md["leaderboard"].value
     for model in ("| base |", "| mrope_pp/8k | mrope++ |", "| v2pe/8k | v2pe(d=0.25) |"):
         assert model in table
+    assert "| answer mode |" in table and "| likelihood |" in table and "answer mode `likelihood`" in table
     assert md["visual_haystack"].value.startswith("![Visual Haystack") and "data:image/png;base64," in md["visual_haystack"].value
     assert "data:image/png;base64," in md["videomme_by_duration"].value
     assert (data / "leaderboard" / "visual_haystack.png").read_bytes()[:4] == b"\x89PNG"
