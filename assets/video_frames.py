@@ -98,20 +98,26 @@ def video_key(content_hash: str, cfg: VideoSamplingConfig) -> str:
     return content_hash[:24] + "-" + hashlib.sha256(cfg.key().encode()).hexdigest()[:8]
 
 
-def _png(level: int):
-    from PIL import Image
+@dataclass(frozen=True)
+class PngEncoder:
+    """Lossless PNG bytes of a frame (a picklable callable: it runs in decode workers)."""
 
-    def encode(frame) -> bytes:
+    level: int = 1
+
+    def __call__(self, frame) -> bytes:
+        from PIL import Image
+
         buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="PNG", compress_level=level)
+        Image.fromarray(frame).save(buf, format="PNG", compress_level=self.level)
         return buf.getvalue()
 
-    return encode
 
-
-def sample_to_shard(path: str, cfg: VideoSamplingConfig, frames_dir: str, png_level: int = 1) -> dict[str, Any]:
+def sample_to_shard(
+    path: str, cfg: VideoSamplingConfig, frames_dir: str, png_level: int = 1, decode_workers: int = 1
+) -> dict[str, Any]:
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
-    ``videos.parquet`` row; never raises for a bad video (the row says why)."""
+    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
+    > 1 splits this one video across processes (used when it is the only video to sample)."""
     from assets.video_decode import DecodeError, sample_video
 
     row: dict[str, Any] = {f.name: None for f in VIDEO_SCHEMA}
@@ -130,7 +136,7 @@ def sample_to_shard(path: str, cfg: VideoSamplingConfig, frames_dir: str, png_le
     if failed.is_file():
         return {**row, **json.loads(failed.read_text()), "status": "rejected", "cached": True}
     try:
-        got = sample_video(path, cfg, post=_png(png_level))
+        got = sample_video(path, cfg, post=PngEncoder(png_level), workers=decode_workers)
     except (DecodeError, PlanError) as exc:
         failed.write_text(json.dumps({"reason": exc.reason, "detail": exc.detail}))
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
@@ -216,8 +222,8 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
         with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx) as pool:
             futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.png_compress_level) for p, c in job_list]
             rows = [f.result() for f in futures]
-    else:
-        rows = [sample_to_shard(p, c, str(frames_dir), cfg.png_compress_level) for p, c in job_list]
+    else:  # one video (or one worker): the workers split that video instead
+        rows = [sample_to_shard(p, c, str(frames_dir), cfg.png_compress_level, cfg.workers) for p, c in job_list]
     by_job = dict(zip(job_list, rows))
     samples, rejected = [], []
     for r in refs:
