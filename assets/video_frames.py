@@ -84,6 +84,14 @@ class VideoFramesConfig:
     sampling: VideoSamplingConfig = field(default_factory=VideoSamplingConfig)
     workers: int = 2
     png_compress_level: int = 1
+    png_zlib_strategy: int = 3
+    """zlib strategy of the PNG encoder: 3 = Z_RLE, which after PNG's row filters is smaller
+    than level 6 at level-1 speed on video frames (benchmarks/video_sampling.md, "Frame
+    storage"); still plain PNG, any decoder reads it. 0 = zlib's default strategy."""
+
+    @property
+    def encoder(self) -> "PngEncoder":
+        return PngEncoder(self.png_compress_level, self.png_zlib_strategy)
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -100,20 +108,22 @@ def video_key(content_hash: str, cfg: VideoSamplingConfig) -> str:
 
 @dataclass(frozen=True)
 class PngEncoder:
-    """Lossless PNG bytes of a frame (a picklable callable: it runs in decode workers)."""
+    """Lossless PNG bytes of a frame (a picklable callable: it runs in decode workers).
+    ``strategy`` is zlib's (Pillow's ``compress_type``): 0 default, 1 filtered, 3 RLE."""
 
     level: int = 1
+    strategy: int = 3
 
     def __call__(self, frame) -> bytes:
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="PNG", compress_level=self.level)
+        Image.fromarray(frame).save(buf, format="PNG", compress_level=self.level, compress_type=self.strategy)
         return buf.getvalue()
 
 
 def sample_to_shard(
-    path: str, cfg: VideoSamplingConfig, frames_dir: str, png_level: int = 1, decode_workers: int = 1
+    path: str, cfg: VideoSamplingConfig, frames_dir: str, encoder: PngEncoder = PngEncoder(), decode_workers: int = 1
 ) -> dict[str, Any]:
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
     ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
@@ -136,7 +146,7 @@ def sample_to_shard(
     if failed.is_file():
         return {**row, **json.loads(failed.read_text()), "status": "rejected", "cached": True}
     try:
-        got = sample_video(path, cfg, post=PngEncoder(png_level), workers=decode_workers)
+        got = sample_video(path, cfg, post=encoder, workers=decode_workers)
     except (DecodeError, PlanError) as exc:
         failed.write_text(json.dumps({"reason": exc.reason, "detail": exc.detail}))
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
@@ -220,10 +230,10 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
     if cfg.workers > 1 and len(job_list) > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
         with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx) as pool:
-            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.png_compress_level) for p, c in job_list]
+            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder) for p, c in job_list]
             rows = [f.result() for f in futures]
     else:  # one video (or one worker): the workers split that video instead
-        rows = [sample_to_shard(p, c, str(frames_dir), cfg.png_compress_level, cfg.workers) for p, c in job_list]
+        rows = [sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers) for p, c in job_list]
     by_job = dict(zip(job_list, rows))
     samples, rejected = [], []
     for r in refs:
