@@ -5,7 +5,8 @@ Layout under the stage folder (readable with pyarrow/polars/datasets, no project
 
 * ``frames/<video_key>.parquet``: one row per sampled frame: ``video_key``, ``frame`` (position
   in the plan), ``frame_index`` (in the source), ``timestamp`` (s), ``height``, ``width``,
-  ``grid_row`` (its ``video_grid_thw`` row) and ``png`` (lossless bytes of the resized frame).
+  ``grid_row`` (its ``video_grid_thw`` row) and ``png`` (lossless PNG bytes of the resized frame,
+  zlib RLE strategy: see ``VideoFramesConfig.png_zlib_strategy``).
   The plan is in the file's schema metadata (``giraffe_plan``). One file per video scales to
   millions of frames: writers never contend and a re-run only writes the new videos;
 * ``videos.parquet``: one row per distinct video (status, reason, fps, frames, grids, tokens);
@@ -220,7 +221,8 @@ class VideoFramesResult:
 
 
 def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig()) -> VideoFramesResult:
-    """Sample every distinct (path, settings) once, in a process pool; write the tables."""
+    """Sample every distinct (path, settings) once, in a process pool; write the tables.
+    With a single video to sample, ``cfg.workers`` processes split that video instead."""
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[tuple[str, VideoSamplingConfig], None] = {}
