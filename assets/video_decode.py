@@ -6,14 +6,13 @@ on the planned indices, then a PIL bicubic resize per frame), only faster:
 * frames are read in one forward pass: ``skip_frames`` over a gap (decodes without the RGB
   conversion ``get_batch`` does for every frame it touches) and ``seek_accurate`` only when a
   keyframe lies inside the gap, so sparse samples of long videos do not decode everything;
-* the resize (and any encoding) runs in a worker thread while the next frame decodes:
-  decord holds the GIL while decoding, Pillow releases it while resizing, so on two cores the
-  two halves of the work overlap;
+* the resize (and any encoding) runs in a worker thread while the next frame decodes; Pillow
+  releases the GIL while resizing, so on two cores the two halves of the work overlap;
 * with ``workers > 1`` (``read_frames_parallel``) a long video is cut into contiguous spans of
-  the sampled indices, one per process (forkserver children; the caller decodes the first
-  span itself). GOPs decode independently, so the spans are decoded exactly as one pass would
-  and the frames stay identical; this is how one video uses more than one core. The stage
-  uses it only when there is a single video to sample (otherwise videos run in parallel).
+  the sampled indices, each decoded by its own reader in its own thread (decord's ctypes calls
+  release the GIL). Each span starts from a keyframe, so the frames stay identical; this is
+  how one video uses more than one core. The stage uses it only when there is a single video
+  to sample (otherwise videos run in parallel processes).
 
 ``benchmarks/video_sampling.py`` measures this against the baseline and checks equality.
 
@@ -25,9 +24,6 @@ raises ``DecodeError`` with a reason. Duration and fps come from decord's metada
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import pickle
 import re
 import subprocess
 import tempfile
@@ -178,71 +174,6 @@ def split_spans(indices: Sequence[int], workers: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def _decode_span(conn, path: str, indices: list[int], sizes: list[tuple[int, int]], post) -> None:
-    """Child process: decode one span and send it back. Arrays go as raw bytes straight into
-    the parent's buffers (no pickle copies of ~700 kB frames); anything else is pickled."""
-    try:
-        frames = read_frames(open_reader(path), indices, sizes, post)
-    except Exception as exc:  # any failure is reported to the parent, never lost
-        conn.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {_last_line(str(exc))}")))
-        conn.close()
-        return
-    if all(isinstance(f, np.ndarray) for f in frames):
-        frames = [np.ascontiguousarray(f) for f in frames]
-        conn.send_bytes(pickle.dumps(("arrays", [(f.shape, f.dtype.str) for f in frames])))
-        fd = conn.fileno()
-        for f in frames:  # raw bytes after the header: no pickling, no per-message copies
-            view = memoryview(f).cast("B")
-            while view:
-                view = view[os.write(fd, view):]
-    else:
-        conn.send_bytes(pickle.dumps(("objects", frames), protocol=pickle.HIGHEST_PROTOCOL))
-    conn.close()
-
-
-def _receive_span(conn) -> list[Any]:
-    kind, payload = pickle.loads(conn.recv_bytes())
-    if kind == "error":
-        raise DecodeError("decode_failed", f"decode worker: {payload}")
-    if kind == "objects":
-        return payload
-    out = []
-    fd = conn.fileno()
-    for shape, dtype in payload:
-        frame = np.empty(shape, dtype=np.dtype(dtype))
-        view = memoryview(frame).cast("B")
-        while view:  # straight from the pipe into the frame's memory
-            n = os.readv(fd, [view])
-            if n == 0:
-                raise DecodeError("decode_failed", "decode worker sent a short frame")
-            view = view[n:]
-        out.append(frame)
-    return out
-
-
-def _widen_pipe(conn) -> None:
-    """Ask for a 1 MiB pipe buffer (Linux), so a 700 kB frame crosses in one write."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-    except (ImportError, AttributeError, OSError):
-        pass
-
-
-_CONTEXT = None
-
-
-def _split_context():
-    """forkserver: safe to start from a threaded process (Dagster) and, once warm, about as
-    cheap as fork; the server preloads numpy, Pillow and decord once per parent process."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        _CONTEXT = mp.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["__main__", "assets.video_decode", "decord"])
-    return _CONTEXT
-
-
 def read_frames_parallel(
     path: str | Path,
     indices: Sequence[int],
@@ -252,41 +183,24 @@ def read_frames_parallel(
     reader=None,
     min_split_frames: int = MIN_SPLIT_FRAMES,
 ) -> list[Any]:
-    """``read_frames`` with the video cut into ``workers`` spans decoded in parallel processes.
+    """``read_frames`` with the video cut into ``workers`` spans, each decoded by its own
+    reader in its own thread (the caller's thread takes the first span).
 
-    Falls back to one process for short spans. ``post`` must be picklable (a module-level
-    function or callable object) when the video is split. A failed child raises
-    ``DecodeError("decode_failed", ...)``; children are always reaped."""
+    Threads, not processes: this decord build calls its C API through ctypes, which releases
+    the GIL, so readers decode in parallel; nothing is started, pickled or copied between
+    processes. Spans start at a seek to their keyframe, so every frame is decoded exactly as
+    in one pass. Falls back to one reader for spans shorter than ``min_split_frames``."""
     indices, sizes = list(indices), list(sizes)
     spans = split_spans(indices, workers) if workers > 1 and indices else []
     if len(spans) < 2 or indices[-1] - indices[0] < min_split_frames:
         return read_frames(reader if reader is not None else open_reader(path), indices, sizes, post)
-    ctx = _split_context()
-    children = []
-    try:
-        for span in spans[1:]:
-            recv, send = ctx.Pipe(duplex=False)
-            _widen_pipe(recv)
-            proc = ctx.Process(target=_decode_span, args=(send, str(path), indices[span], sizes[span], post), daemon=True)
-            proc.start()
-            send.close()
-            children.append((proc, recv))
+    with ThreadPoolExecutor(len(spans) - 1) as pool:
+        rest = [pool.submit(lambda s: read_frames(open_reader(path), indices[s], sizes[s], post), s) for s in spans[1:]]
         head = spans[0]
         out = read_frames(reader if reader is not None else open_reader(path), indices[head], sizes[head], post)
-        for proc, recv in children:
-            try:
-                out += _receive_span(recv)
-            except EOFError:
-                proc.join()
-                raise DecodeError("decode_failed", f"decode worker exited with code {proc.exitcode}") from None
-        return out
-    finally:
-        for proc, recv in children:
-            recv.close()
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        for future in rest:
+            out += future.result()
+    return out
 
 
 def baseline_frames(

@@ -58,18 +58,6 @@ def test_split_spans_are_contiguous_balanced_and_keep_repeats_together():
     assert sum(s.stop - s.start for s in split_spans(list(range(0, 3000, 7)), 3)) == len(range(0, 3000, 7))
 
 
-def _negate(frame):  # module level: a post step must be picklable to reach the other process
-    return 255 - frame
-
-
-def _fail_in_child(frame):
-    import multiprocessing
-
-    if multiprocessing.parent_process() is not None:
-        raise ValueError("boom")
-    return frame
-
-
 def test_video_split_across_processes_gives_the_baseline_frames(clips):
     got = sample_video(clips["long"], NO_HYBRID)  # 400 frames -> 80 sampled
     idx, sizes = got.plan.indices, got.plan.sizes
@@ -77,17 +65,24 @@ def test_video_split_across_processes_gives_the_baseline_frames(clips):
     for workers in (2, 3):
         out = read_frames_parallel(clips["long"], idx, sizes, workers=workers, min_split_frames=0)
         assert len(out) == len(ref) and all(np.array_equal(a, b) for a, b in zip(ref, out))
-    post = read_frames_parallel(clips["long"], idx, sizes, post=_negate, workers=2, min_split_frames=0)
+    post = read_frames_parallel(clips["long"], idx, sizes, post=lambda f: 255 - f, workers=2, min_split_frames=0)
     assert all(np.array_equal(255 - a, b) for a, b in zip(ref, post))
     split = sample_video(clips["long"], NO_HYBRID, workers=2)  # 400 < MIN_SPLIT_FRAMES: one process
     assert all(np.array_equal(a, b) for a, b in zip(ref, split.frames))
 
 
-def test_a_failing_split_raises_a_decode_error(clips):
+def test_a_failure_in_another_span_is_raised_not_lost(clips, monkeypatch):
+    import assets.video_decode as vd
+
+    head = vd.open_reader(clips["long"])  # the caller's span reads with this one
+
+    def broken(path):
+        raise DecodeError("decode_failed", "boom in the second span")
+
+    monkeypatch.setattr(vd, "open_reader", broken)  # only the other span opens a reader
     idx = list(range(0, 400, 5))
-    with pytest.raises(DecodeError) as err:
-        read_frames_parallel(clips["long"], idx, [(112, 168)] * len(idx), post=_fail_in_child, workers=2, min_split_frames=0)
-    assert err.value.reason == "decode_failed" and "ValueError: boom" in err.value.detail
+    with pytest.raises(DecodeError, match="second span"):
+        read_frames_parallel(clips["long"], idx, [(112, 168)] * len(idx), workers=2, reader=head, min_split_frames=0)
 
 
 def test_low_fps_source_is_sampled_whole(clips):
