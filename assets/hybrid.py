@@ -18,16 +18,22 @@ So the design here is:
   the separators are required; they cost 2 text tokens per extra row (under 1% at the
   defaults), which token counting includes;
 * "about m tokens" means the largest 28-pixel grid with the frame's aspect ratio and at most
-  m tokens (smart_resize's shrinking branch applied at exactly m*28*28 pixels, scaling up too),
-  also capped by the per-frame pixel budget of the video. So per group the tokens are exactly
-  hi + (L-1)*lo with hi <= m and lo <= m/s, each within one grid step of the target.
+  m tokens (smart_resize's shrinking branch applied at exactly m*28*28 pixels), also capped by
+  the per-frame pixel budget of the video. So per group the tokens are exactly hi + (L-1)*lo
+  with hi <= m and lo <= m/s, each within one grid step of the target;
+* neither size exceeds the video's **native** grid (smart_resize of its own size under the
+  per-frame budget, no minimum): a 160x120 clip is never upscaled to 240 tokens a frame, as
+  that would invent pixels and spend tokens on them. A capped size is recorded in the plan's
+  notes (``hybrid_high_capped_at_native`` / ``hybrid_low_capped_at_native``), and when both
+  sizes end up equal the rows merge into one (no separator tokens for nothing). The token
+  formula holds wherever the video has at least m tokens natively.
 """
 
 from __future__ import annotations
 
 import math
 
-from assets.video_plan import FRAME_FACTOR, IMAGE_FACTOR, PATCH_SIZE, HybridConfig, PlanError
+from assets.video_plan import FRAME_FACTOR, IMAGE_FACTOR, PATCH_SIZE, HybridConfig, PlanError, smart_resize
 
 
 def fit_tokens(height: int, width: int, target_tokens: float, max_pixels: int | None = None) -> tuple[int, int]:
@@ -44,14 +50,28 @@ def fit_tokens(height: int, width: int, target_tokens: float, max_pixels: int | 
     return h, w
 
 
+def native_size(height: int, width: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """The video's own size on the 28-pixel grid (smart_resize without a minimum area)."""
+    limit = max_pixels if max_pixels is not None else height * width * 4 + IMAGE_FACTOR**2
+    return smart_resize(height, width, IMAGE_FACTOR, IMAGE_FACTOR * IMAGE_FACTOR, limit)
+
+
 def hybrid_layout(
     height: int, width: int, n_frames: int, hybrid: HybridConfig, max_pixels: int | None = None
-) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]], list[int]]:
-    """Per-frame sizes, grid rows and frame -> row map for ``n_frames`` (even) sampled frames."""
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]], list[int], list[str]]:
+    """Per-frame sizes, grid rows, frame -> row map and notes for ``n_frames`` (even) frames."""
     if n_frames % FRAME_FACTOR:
         raise ValueError(f"hybrid layout needs an even frame count, got {n_frames}")
+    native = native_size(height, width, max_pixels)
     hi = fit_tokens(height, width, hybrid.m, max_pixels)
     lo = fit_tokens(height, width, hybrid.m / hybrid.s, max_pixels)
+    notes = []
+    if hi[0] * hi[1] > native[0] * native[1]:
+        hi = native
+        notes.append("hybrid_high_capped_at_native")
+    if lo[0] * lo[1] > native[0] * native[1]:
+        lo = native
+        notes.append("hybrid_low_capped_at_native")
     n_patches = n_frames // FRAME_FACTOR
     sizes: list[tuple[int, int]] = []
     grids: list[tuple[int, int, int]] = []
@@ -65,7 +85,10 @@ def hybrid_layout(
             grids.append((in_group - 1, lo[0] // PATCH_SIZE, lo[1] // PATCH_SIZE))
             sizes += [lo] * (FRAME_FACTOR * (in_group - 1))
             rows += [len(grids) - 1] * (FRAME_FACTOR * (in_group - 1))
-    return sizes, grids, rows
+    if hi == lo:  # both capped at native: one row, as without hybrid
+        grids = [(n_patches, hi[0] // PATCH_SIZE, hi[1] // PATCH_SIZE)]
+        rows = [0] * n_frames
+    return sizes, grids, rows, notes
 
 
 def paper_token_formula(n_groups: int, hybrid: HybridConfig) -> float:

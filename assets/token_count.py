@@ -101,3 +101,26 @@ def count_table(rows: Sequence[Mapping[str, Any]], counter: TokenCounter) -> tup
             source_rows = list(row.get("source_rows") or [])
             rejected.append(Rejection(row["sample_id"], row["source"], STAGE, exc.reason, exc.detail, source_rows).to_row())
     return counts, rejected
+
+
+def video_token_mismatches(
+    counts: Sequence[Mapping[str, Any]], samples: Sequence[Mapping[str, Any]], videos: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The check on the video_frames -> token_counts edge: every counted sample's
+    ``n_video_tokens`` must equal the sum of ``visual_tokens`` of its videos in videos.parquet
+    (found through samples.parquet), and ``n_videos`` the number of its video parts. Returns
+    one row per sample that disagrees (empty when the edge holds)."""
+    tokens = {v["video_key"]: v["visual_tokens"] for v in videos if v["status"] == "ok"}
+    parts: dict[tuple[str, str], list[str | None]] = {}
+    for s in sorted(samples, key=lambda s: s["video_no"]):
+        parts.setdefault((s["source"], s["sample_id"]), []).append(s["video_key"])
+    bad = []
+    for c in counts:
+        keys = parts.get((c["source"], c["sample_id"]), [])
+        if not c["n_videos"] and not keys:
+            continue
+        expected = sum(int(tokens.get(k) or 0) for k in keys)
+        if c["n_videos"] != len(keys) or c["n_video_tokens"] != expected or any(k not in tokens for k in keys):
+            bad.append({"sample_id": c["sample_id"], "n_videos": c["n_videos"], "video_parts": len(keys),
+                        "n_video_tokens": c["n_video_tokens"], "frames_visual_tokens": expected})
+    return bad

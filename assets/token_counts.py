@@ -13,7 +13,7 @@ from assets.conversation import REJECTED_SCHEMA
 from assets.metadata import column_schema, counts_table, markdown_table
 from assets.model import BASE_MODEL_KEY
 from assets.registry import SOURCES
-from assets.token_count import COUNT_SCHEMA, STAGE, TokenCounter, count_table
+from assets.token_count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
 from assets.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
 from pipelines.resources import DataStore
 
@@ -47,6 +47,13 @@ def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
     kinds={"parquet", "transformers"},
     description="Exact token length of every ChatML sample with the base model's processor and chat "
     "template: text + image tokens from image grids + video tokens from the frame plans.",
+    check_specs=[
+        dg.AssetCheckSpec("video_tokens_match_frames", asset=TOKEN_COUNTS_KEY,
+                          description="every sample's video tokens = sum of its videos' visual_tokens in "
+                          "video_frames/videos.parquet (the video_frames -> token_counts edge)"),
+        dg.AssetCheckSpec("no_sample_lost", asset=TOKEN_COUNTS_KEY,
+                          description="ChatML conversations in = samples counted + samples rejected"),
+    ],
 )
 def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.MaterializeResult:
     from training.processor import load_processor
@@ -54,12 +61,22 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
     processor = load_processor(store.stage_dir("model", "base"))
     counter = TokenCounter(processor, video_plans(store.stage_dir("video_frames")))
     counts, rejected = [], []
+    conversations = 0
     for spec in SOURCES:
         path = store.stage_dir("chatml", spec.name) / "conversations.parquet"
         if path.is_file():
-            c, r = count_table(pq.read_table(path).to_pylist(), counter)
+            rows = pq.read_table(path).to_pylist()
+            conversations += len(rows)
+            c, r = count_table(rows, counter)
             counts += c
             rejected += r
+    video_dir = store.stage_dir("video_frames")
+    frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
+    if all(p.is_file() for p in frame_tables):
+        samples, videos = (pq.read_table(p).to_pylist() for p in frame_tables)
+    else:
+        samples, videos = [], []
+    mismatched = video_token_mismatches(counts, samples, videos)
     out = store.stage_dir(STAGE)
     pq.write_table(pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), out / "token_counts.parquet")
     pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
@@ -86,5 +103,16 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
             "rejected_rows": dg.MetadataValue.md(markdown_table(rejected[:20], ["sample_id", "source", "reason", "detail"], width=90)),
             "tokens_per_sample": dg.MetadataValue.md(histogram_md([c["n_tokens"] for c in counts], "tokens per sample", "tokens")),
             "path": dg.MetadataValue.path(str(out / "token_counts.parquet")),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="video_tokens_match_frames", passed=not mismatched,
+                metadata={"samples_with_video": sum(1 for c in counts if c["n_videos"]), "mismatched": len(mismatched),
+                          "first_mismatches": dg.MetadataValue.md(markdown_table(mismatched[:10]) if mismatched else "_(none)_")},
+            ),
+            dg.AssetCheckResult(
+                check_name="no_sample_lost", passed=conversations == len(counts) + len(rejected),
+                metadata={"conversations": conversations, "counted": len(counts), "rejected": len(rejected)},
+            ),
+        ],
     )

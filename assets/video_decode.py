@@ -6,9 +6,13 @@ on the planned indices, then a PIL bicubic resize per frame), only faster:
 * frames are read in one forward pass: ``skip_frames`` over a gap (decodes without the RGB
   conversion ``get_batch`` does for every frame it touches) and ``seek_accurate`` only when a
   keyframe lies inside the gap, so sparse samples of long videos do not decode everything;
-* the resize (and any encoding) runs in a worker thread while the next frame decodes:
-  decord holds the GIL while decoding, Pillow releases it while resizing, so on two cores the
-  two halves of the work overlap.
+* the resize (and any encoding) runs in a worker thread while the next frame decodes; Pillow
+  releases the GIL while resizing, so on two cores the two halves of the work overlap;
+* with ``workers > 1`` (``read_frames_parallel``) a long video is cut into contiguous spans of
+  the sampled indices, each decoded by its own reader in its own thread (decord's ctypes calls
+  release the GIL). Each span starts from a keyframe, so the frames stay identical; this is
+  how one video uses more than one core. The stage uses it only when there is a single video
+  to sample (otherwise videos run in parallel processes).
 
 ``benchmarks/video_sampling.py`` measures this against the baseline and checks equality.
 
@@ -155,11 +159,59 @@ def read_frames(
         return [f.result() for f in futures]
 
 
-def baseline_frames(path: str | Path, indices: Sequence[int], sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """The reference: decord ``get_batch`` + PIL resize per frame (qwen-vl-utils' decord path)."""
+MIN_SPLIT_FRAMES = 600  # source frames; below this a second process costs more than it saves
+
+
+def split_spans(indices: Sequence[int], workers: int) -> list[slice]:
+    """Contiguous slices of ``indices`` (ascending) with about equal source-frame spans, as
+    decode work grows with the frames spanned, not with the frames sampled. Repeated indices
+    stay in one slice; empty slices are dropped."""
+    if not len(indices):
+        return []
+    lo, hi = int(indices[0]), int(indices[-1])
+    cuts = [lo + (hi - lo + 1) * k / workers for k in range(1, workers)]
+    bounds = [0] + [int(np.searchsorted(np.asarray(indices), c, side="left")) for c in cuts] + [len(indices)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def read_frames_parallel(
+    path: str | Path,
+    indices: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    post: Callable[[np.ndarray], Any] | None = None,
+    workers: int = 2,
+    reader=None,
+    min_split_frames: int = MIN_SPLIT_FRAMES,
+) -> list[Any]:
+    """``read_frames`` with the video cut into ``workers`` spans, each decoded by its own
+    reader in its own thread (the caller's thread takes the first span).
+
+    Threads, not processes: this decord build calls its C API through ctypes, which releases
+    the GIL, so readers decode in parallel; nothing is started, pickled or copied between
+    processes. Spans start at a seek to their keyframe, so every frame is decoded exactly as
+    in one pass. Falls back to one reader for spans shorter than ``min_split_frames``."""
+    indices, sizes = list(indices), list(sizes)
+    spans = split_spans(indices, workers) if workers > 1 and indices else []
+    if len(spans) < 2 or indices[-1] - indices[0] < min_split_frames:
+        return read_frames(reader if reader is not None else open_reader(path), indices, sizes, post)
+    with ThreadPoolExecutor(len(spans) - 1) as pool:
+        rest = [pool.submit(lambda s: read_frames(open_reader(path), indices[s], sizes[s], post), s) for s in spans[1:]]
+        head = spans[0]
+        out = read_frames(reader if reader is not None else open_reader(path), indices[head], sizes[head], post)
+        for future in rest:
+            out += future.result()
+    return out
+
+
+def baseline_frames(
+    path: str | Path, indices: Sequence[int], sizes: Sequence[tuple[int, int]], num_threads: int = 0
+) -> list[np.ndarray]:
+    """The reference: decord ``get_batch`` + PIL resize per frame (qwen-vl-utils' decord path,
+    which opens ``VideoReader(path)`` with decord's default ``num_threads=0``: ffmpeg's auto
+    thread count)."""
     import decord
 
-    vr = decord.VideoReader(str(path), num_threads=1)
+    vr = decord.VideoReader(str(path), num_threads=num_threads)
     batch = vr.get_batch(list(indices)).asnumpy()
     return [resize_frame(f, s) for f, s in zip(batch, sizes)]
 
@@ -190,12 +242,12 @@ class SampledVideo:
     transcoded: bool
 
 
-def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post) -> SampledVideo:
+def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, workers: int) -> SampledVideo:
     reader = open_reader(path)
     meta = probe(path, reader)
     plan = plan_video(meta.total_frames, meta.fps, meta.height, meta.width, cfg)
     try:
-        frames = read_frames(reader, plan.indices, plan.sizes, post)
+        frames = read_frames_parallel(path, plan.indices, plan.sizes, post, workers=workers, reader=reader)
     except DecodeError:
         raise
     except Exception as exc:
@@ -207,8 +259,10 @@ def sample_video(
     path: str | Path,
     cfg: VideoSamplingConfig = VideoSamplingConfig(),
     post: Callable[[np.ndarray], Any] | None = None,
+    workers: int = 1,
 ) -> SampledVideo:
-    """Plan and decode one video; transcode and retry once if decord fails.
+    """Plan and decode one video; transcode and retry once if decord fails. ``workers`` > 1
+    splits a long video across processes (``read_frames_parallel``).
 
     Raises ``DecodeError`` or ``PlanError`` (both carry ``reason`` and ``detail``)."""
     path = Path(path)
@@ -217,14 +271,14 @@ def sample_video(
     if path.stat().st_size == 0:
         raise DecodeError("empty_file", "file is 0 bytes")
     try:
-        return _sample_once(path, cfg, post)
+        return _sample_once(path, cfg, post, workers)
     except PlanError:
         raise
     except DecodeError as first:
         with tempfile.TemporaryDirectory(prefix="giraffe-transcode-") as tmp:
             try:
                 fixed = transcode(path, tmp)
-                result = _sample_once(fixed, cfg, post)
+                result = _sample_once(fixed, cfg, post, workers)
             except DecodeError as second:
                 raise DecodeError(second.reason, f"{second.detail} (after: {first.reason}: {first.detail})") from None
             result.transcoded = True

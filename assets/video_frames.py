@@ -5,7 +5,8 @@ Layout under the stage folder (readable with pyarrow/polars/datasets, no project
 
 * ``frames/<video_key>.parquet``: one row per sampled frame: ``video_key``, ``frame`` (position
   in the plan), ``frame_index`` (in the source), ``timestamp`` (s), ``height``, ``width``,
-  ``grid_row`` (its ``video_grid_thw`` row) and ``png`` (lossless bytes of the resized frame).
+  ``grid_row`` (its ``video_grid_thw`` row) and ``png`` (lossless PNG bytes of the resized frame,
+  zlib RLE strategy: see ``VideoFramesConfig.png_zlib_strategy``).
   The plan is in the file's schema metadata (``giraffe_plan``). One file per video scales to
   millions of frames: writers never contend and a re-run only writes the new videos;
 * ``videos.parquet``: one row per distinct video (status, reason, fps, frames, grids, tokens);
@@ -84,6 +85,14 @@ class VideoFramesConfig:
     sampling: VideoSamplingConfig = field(default_factory=VideoSamplingConfig)
     workers: int = 2
     png_compress_level: int = 1
+    png_zlib_strategy: int = 3
+    """zlib strategy of the PNG encoder: 3 = Z_RLE, which after PNG's row filters is smaller
+    than level 6 at level-1 speed on video frames (benchmarks/video_sampling.md, "Frame
+    storage"); still plain PNG, any decoder reads it. 0 = zlib's default strategy."""
+
+    @property
+    def encoder(self) -> "PngEncoder":
+        return PngEncoder(self.png_compress_level, self.png_zlib_strategy)
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -98,20 +107,28 @@ def video_key(content_hash: str, cfg: VideoSamplingConfig) -> str:
     return content_hash[:24] + "-" + hashlib.sha256(cfg.key().encode()).hexdigest()[:8]
 
 
-def _png(level: int):
-    from PIL import Image
+@dataclass(frozen=True)
+class PngEncoder:
+    """Lossless PNG bytes of a frame (a picklable callable: it runs in decode workers).
+    ``strategy`` is zlib's (Pillow's ``compress_type``): 0 default, 1 filtered, 3 RLE."""
 
-    def encode(frame) -> bytes:
+    level: int = 1
+    strategy: int = 3
+
+    def __call__(self, frame) -> bytes:
+        from PIL import Image
+
         buf = io.BytesIO()
-        Image.fromarray(frame).save(buf, format="PNG", compress_level=level)
+        Image.fromarray(frame).save(buf, format="PNG", compress_level=self.level, compress_type=self.strategy)
         return buf.getvalue()
 
-    return encode
 
-
-def sample_to_shard(path: str, cfg: VideoSamplingConfig, frames_dir: str, png_level: int = 1) -> dict[str, Any]:
+def sample_to_shard(
+    path: str, cfg: VideoSamplingConfig, frames_dir: str, encoder: PngEncoder = PngEncoder(), decode_workers: int = 1
+) -> dict[str, Any]:
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
-    ``videos.parquet`` row; never raises for a bad video (the row says why)."""
+    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
+    > 1 splits this one video across processes (used when it is the only video to sample)."""
     from assets.video_decode import DecodeError, sample_video
 
     row: dict[str, Any] = {f.name: None for f in VIDEO_SCHEMA}
@@ -130,7 +147,7 @@ def sample_to_shard(path: str, cfg: VideoSamplingConfig, frames_dir: str, png_le
     if failed.is_file():
         return {**row, **json.loads(failed.read_text()), "status": "rejected", "cached": True}
     try:
-        got = sample_video(path, cfg, post=_png(png_level))
+        got = sample_video(path, cfg, post=encoder, workers=decode_workers)
     except (DecodeError, PlanError) as exc:
         failed.write_text(json.dumps({"reason": exc.reason, "detail": exc.detail}))
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
@@ -204,7 +221,8 @@ class VideoFramesResult:
 
 
 def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig()) -> VideoFramesResult:
-    """Sample every distinct (path, settings) once, in a process pool; write the tables."""
+    """Sample every distinct (path, settings) once, in a process pool; write the tables.
+    With a single video to sample, ``cfg.workers`` processes split that video instead."""
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[tuple[str, VideoSamplingConfig], None] = {}
@@ -214,10 +232,10 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
     if cfg.workers > 1 and len(job_list) > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
         with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx) as pool:
-            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.png_compress_level) for p, c in job_list]
+            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder) for p, c in job_list]
             rows = [f.result() for f in futures]
-    else:
-        rows = [sample_to_shard(p, c, str(frames_dir), cfg.png_compress_level) for p, c in job_list]
+    else:  # one video (or one worker): the workers split that video instead
+        rows = [sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers) for p, c in job_list]
     by_job = dict(zip(job_list, rows))
     samples, rejected = [], []
     for r in refs:

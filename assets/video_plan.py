@@ -83,7 +83,7 @@ class VideoSamplingConfig:
         hybrid = f"{h.L},{h.m},{h.s:g},{h.min_frames}" if h else "off"
         return (
             f"fps={self.fps:g};min={self.min_frames};max={self.max_frames};px={self.min_pixels},"
-            f"{self.max_pixels},{self.total_pixels};hybrid={hybrid};v1"
+            f"{self.max_pixels},{self.total_pixels};hybrid={hybrid};v2"
         )
 
     def with_part(self, fps: float | None, max_frames: int | None) -> "VideoSamplingConfig":
@@ -237,7 +237,8 @@ def plan_video(
     max_px = frame_max_pixels(n, cfg)
     use_hybrid = cfg.hybrid is not None and n > cfg.hybrid.min_frames
     if use_hybrid:
-        sizes, grids, rows = hybrid_layout(height, width, n, cfg.hybrid, max_px)
+        sizes, grids, rows, capped = hybrid_layout(height, width, n, cfg.hybrid, max_px)
+        notes += capped
     else:
         h, w = smart_resize(height, width, IMAGE_FACTOR, cfg.min_pixels, max_px)
         sizes = [(h, w)] * n

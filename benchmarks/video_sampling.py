@@ -1,18 +1,25 @@
 """Benchmark: 2 fps sampling throughput, our decode path vs the qwen-vl-utils decord path.
 
-    PYTHONPATH=. python benchmarks/video_sampling.py [--seconds 30 120 600] [--repeats 3]
+    PYTHONPATH=. python benchmarks/video_sampling.py [--seconds 30 120 600] [--repeats 3] [--workers 2]
 
 Videos (H.264, 30 fps, 640x360, GOP 30) are generated into a temp dir with the project's
-``encode_video`` and deleted afterwards. For each video both paths sample the same plan
+``encode_video`` and deleted afterwards. For each video every path samples the same plan
 (frame indices and smart_resize size from ``plan_video``):
 
-* baseline: ``VideoReader.get_batch(indices)`` then a PIL bicubic resize per frame;
-* ours: ``assets.video_decode.read_frames`` (one forward pass with skip/seek, resize in a
-  worker thread overlapping the decode).
+* baseline: ``decord.VideoReader(path)`` (decord's default threads, as qwen-vl-utils opens
+  it), ``get_batch(indices)``, then a PIL bicubic resize per frame;
+* baseline, 1 thread: the same with ``num_threads=1``;
+* ours, 1 process: ``assets.video_decode.read_frames`` (one forward pass with skip/seek,
+  resize in a worker thread overlapping the decode);
+* ours: ``read_frames_parallel`` with ``--workers`` readers (the video cut into spans of
+  about equal length, each decoded by its own decord reader in its own thread; the caller's
+  thread takes the first). This is what ``sample_video(..., workers=2)`` and the stage use
+  for a single video.
 
-It reports sampled frames per second (best of ``--repeats``), the ratio, and checks that both
-return identical frames. Runs are interleaved (baseline, ours, baseline, ...) so that
-background load on a shared machine hits both alike.
+It reports sampled frames per second (best of ``--repeats``), the ratios, and checks that all
+paths return identical frames. Runs are interleaved (each path once per round) so that
+background load on a shared machine hits all alike. ``cpu`` columns: process CPU seconds
+(all threads) of the best run, to tell work saved from work spread over both cores.
 """
 
 from __future__ import annotations
@@ -27,46 +34,57 @@ from pathlib import Path
 import numpy as np
 
 from assets.embedded.media import encode_video
-from assets.video_decode import baseline_frames, open_reader, probe, read_frames
+from assets.video_decode import baseline_frames, open_reader, probe, read_frames, read_frames_parallel
 from assets.video_plan import VideoSamplingConfig, plan_video
 
 
-def best_interleaved(fns, repeats: int) -> list[tuple[float, object]]:
-    """Best time of each function, runs interleaved so background load hits both alike."""
-    times: list[list[float]] = [[] for _ in fns]
+def best_interleaved(fns, repeats: int) -> tuple[list[float], list[float], list[object]]:
+    """Best wall time of each function (and the CPU seconds of that run), runs interleaved so
+    background load hits all alike."""
+    times: list[list[tuple[float, float]]] = [[] for _ in fns]
     outs: list[object] = [None] * len(fns)
     for _ in range(repeats):
         for k, fn in enumerate(fns):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             outs[k] = fn()
-            times[k].append(time.perf_counter() - t)
-    return [(min(t), o) for t, o in zip(times, outs)]
+            times[k].append((time.perf_counter() - t, time.process_time() - c))
+    best = [min(t) for t in times]
+    return [b[0] for b in best], [b[1] for b in best], outs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, nargs="+", default=[30, 120, 600])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     cfg = VideoSamplingConfig(hybrid=None)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| video | frames decoded | frames sampled | size | baseline s | ours s | baseline fps | ours fps | ratio | identical |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, load average at start {os.getloadavg()[0]:.2f}")
+    print("| video | frames decoded | frames sampled | size | baseline s (cpu) | baseline 1-thread s (cpu) | "
+          f"ours 1 reader s (cpu) | ours {args.workers} readers s (cpu) | baseline fps | ours fps | ratio | "
+          "ratio vs 1-thread | ratio 1 reader | identical | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in args.seconds:
             path = encode_video(Path(tmp) / f"v{seconds:g}.mp4", seconds=seconds, fps=30, size=(640, 360))
-            reader = open_reader(path)
-            meta = probe(path, reader)
+            meta = probe(path, open_reader(path))
             plan = plan_video(meta.total_frames, meta.fps, meta.height, meta.width, cfg)
             n = len(plan.indices)
-            (t_base, ref), (t_ours, got) = best_interleaved(
+            best, cpu, outs = best_interleaved(
                 [lambda: baseline_frames(path, plan.indices, plan.sizes),
-                 lambda: read_frames(open_reader(path), plan.indices, plan.sizes)],
+                 lambda: baseline_frames(path, plan.indices, plan.sizes, num_threads=1),
+                 lambda: read_frames(open_reader(path), plan.indices, plan.sizes),
+                 lambda: read_frames_parallel(path, plan.indices, plan.sizes, workers=args.workers)],
                 args.repeats,
             )
-            same = len(ref) == len(got) and all(np.array_equal(a, b) for a, b in zip(ref, got))
-            print(f"| {seconds:g} s | {meta.total_frames} | {n} | {plan.sizes[0][1]}x{plan.sizes[0][0]} | {t_base:.2f} | "
-                  f"{t_ours:.2f} | {n / t_base:.1f} | {n / t_ours:.1f} | {t_base / t_ours:.2f}x | {same} |", flush=True)
+            ref = outs[0]
+            same = all(len(o) == len(ref) and all(np.array_equal(a, b) for a, b in zip(ref, o)) for o in outs[1:])
+            t_base, t_base1, t_one, t_ours = best
+            print(f"| {seconds:g} s | {meta.total_frames} | {n} | {plan.sizes[0][1]}x{plan.sizes[0][0]} | {t_base:.2f} ({cpu[0]:.2f}) | "
+                  f"{t_base1:.2f} ({cpu[1]:.2f}) | {t_one:.2f} ({cpu[2]:.2f}) | {t_ours:.2f} ({cpu[3]:.2f}) | {n / t_base:.1f} | {n / t_ours:.1f} | "
+                  f"{t_base / t_ours:.2f}x | {t_base1 / t_ours:.2f}x | {t_base / t_one:.2f}x | {same} | "
+                  f"{os.getloadavg()[0]:.1f} |", flush=True)
             path.unlink()
 
 

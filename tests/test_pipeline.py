@@ -78,6 +78,11 @@ def test_demo_samples_videos_and_counts_every_sample(demo_run):
         [dg.AssetCheckKey(dg.AssetKey(["video_frames"]), "frames_match_grids")]
     )
     assert next(iter(check.values())).status.value == "SUCCEEDED"
+    for name in ("video_tokens_match_frames", "no_sample_lost"):
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(["token_counts"]), name)]
+        )
+        assert next(iter(check.values())).status.value == "SUCCEEDED", name
     counts = pl.read_parquet(data / "token_counts" / "token_counts.parquet")
     rejected = pl.read_parquet(data / "token_counts" / "rejected.parquet")
     conversations = sum(pl.read_parquet(data / "chatml" / s.name / "conversations.parquet").height for s in SOURCES)

@@ -9,7 +9,14 @@ import torch
 from assets.chat_template import VIDEO_PLACEHOLDER
 from assets.embedded.media import encode_video
 from assets.hybrid import paper_token_formula
-from assets.video_decode import DecodeError, baseline_frames, probe_ffmpeg, sample_video
+from assets.video_decode import (
+    DecodeError,
+    baseline_frames,
+    probe_ffmpeg,
+    read_frames_parallel,
+    sample_video,
+    split_spans,
+)
 from assets.video_inputs import expand_videos, mm_token_type_ids, normalize_frames, patchify, video_pixel_values
 from assets.video_plan import HybridConfig, PlanError, VideoSamplingConfig
 
@@ -41,6 +48,41 @@ def test_frames_equal_the_baseline_decord_get_batch_plus_pil(clips):
     assert len(ref) == len(got.frames)
     assert all(np.array_equal(a, b) for a, b in zip(ref, got.frames))
     assert got.frames[0].shape == (*got.plan.sizes[0], 3)
+
+
+def test_split_spans_are_contiguous_balanced_and_keep_repeats_together():
+    idx = [0, 0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99]
+    spans = split_spans(idx, 2)
+    assert [idx[s] for s in spans] == [[0, 0, 10, 20, 30, 40], [50, 60, 70, 80, 90, 99]]
+    assert split_spans([5, 5], 2) == [slice(0, 2)]  # one distinct frame: nothing to split
+    assert sum(s.stop - s.start for s in split_spans(list(range(0, 3000, 7)), 3)) == len(range(0, 3000, 7))
+
+
+def test_video_split_across_processes_gives_the_baseline_frames(clips):
+    got = sample_video(clips["long"], NO_HYBRID)  # 400 frames -> 80 sampled
+    idx, sizes = got.plan.indices, got.plan.sizes
+    ref = baseline_frames(clips["long"], idx, sizes)
+    for workers in (2, 3):
+        out = read_frames_parallel(clips["long"], idx, sizes, workers=workers, min_split_frames=0)
+        assert len(out) == len(ref) and all(np.array_equal(a, b) for a, b in zip(ref, out))
+    post = read_frames_parallel(clips["long"], idx, sizes, post=lambda f: 255 - f, workers=2, min_split_frames=0)
+    assert all(np.array_equal(255 - a, b) for a, b in zip(ref, post))
+    split = sample_video(clips["long"], NO_HYBRID, workers=2)  # 400 < MIN_SPLIT_FRAMES: one process
+    assert all(np.array_equal(a, b) for a, b in zip(ref, split.frames))
+
+
+def test_a_failure_in_another_span_is_raised_not_lost(clips, monkeypatch):
+    import assets.video_decode as vd
+
+    head = vd.open_reader(clips["long"])  # the caller's span reads with this one
+
+    def broken(path):
+        raise DecodeError("decode_failed", "boom in the second span")
+
+    monkeypatch.setattr(vd, "open_reader", broken)  # only the other span opens a reader
+    idx = list(range(0, 400, 5))
+    with pytest.raises(DecodeError, match="second span"):
+        read_frames_parallel(clips["long"], idx, [(112, 168)] * len(idx), workers=2, reader=head, min_split_frames=0)
 
 
 def test_low_fps_source_is_sampled_whole(clips):

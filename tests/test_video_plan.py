@@ -153,3 +153,22 @@ def test_hybrid_is_off_for_short_videos_and_on_above_512_frames():
     on = plan_video(300 * 30, 30.0, 360, 640, cfg)
     assert on.hybrid == HybridConfig() and len(on.indices) == 600 and len(on.grids) > 1
     assert HybridConfig.parse("4,240,3") == HybridConfig(4, 240, 3.0, min_frames=0)
+
+
+def test_hybrid_sizes_are_capped_at_the_native_resolution():
+    from assets.hybrid import native_size
+
+    n = 600  # 300 s at 30 fps -> 600 frames: hybrid on
+    tiny = plan_video(n // 2 * 30, 30.0, 120, 160, VideoSamplingConfig())
+    assert native_size(120, 160) == (112, 168)  # 4 x 6 = 24 tokens natively
+    assert set(tiny.sizes) == {(112, 168)}  # never upscaled to 240 or 80 tokens
+    assert tiny.grids == [(n // 2, 8, 12)] and tiny.visual_tokens == n // 2 * 24  # rows merge: one size
+    assert {"hybrid_high_capped_at_native", "hybrid_low_capped_at_native"} <= set(tiny.notes)
+    mid = plan_video(n // 2 * 30, 30.0, 240, 320, VideoSamplingConfig())  # 9 x 11 = 99 tokens natively
+    assert "hybrid_high_capped_at_native" in mid.notes and "hybrid_low_capped_at_native" not in mid.notes
+    hi, lo = mid.tokens_per_row[0], mid.tokens_per_row[1] // 3
+    assert hi == 99 and lo <= 80 and mid.sizes[0] == (252, 308)
+    assert mid.visual_tokens == (n // 2 // 4) * (hi + 3 * lo)
+    big = plan_video(n // 2 * 30, 30.0, 360, 640, VideoSamplingConfig())  # 13 x 23 = 299 tokens natively
+    assert not [x for x in big.notes if "capped" in x]
+    assert big.tokens_per_row[0] <= 240 and big.tokens_per_row[1] <= 3 * 80

@@ -10,7 +10,7 @@ import pytest
 
 from assets.chat_template import render_chatml
 from assets.conversation import CONVERSATION_SCHEMA
-from assets.token_count import TokenCounter, count_table
+from assets.token_count import TokenCounter, count_table, video_token_mismatches
 from assets.video_decode import baseline_frames
 from assets.video_frames import VideoFramesConfig, read_frames, run_video_frames, video_refs
 from assets.video_inputs import expand_videos
@@ -110,6 +110,22 @@ def test_video_token_counts_equal_tokenised_expansion(stage, processor):
         assert c["n_tokens"] == len(ids)
         assert c["n_video_tokens"] == ids.count(processor.tokenizer.convert_tokens_to_ids("<|video_pad|>"))
         assert c["n_text_tokens"] + c["n_video_tokens"] == c["n_tokens"]
+
+
+def test_token_counts_agree_with_the_frame_tables_and_a_mismatch_is_caught(stage, processor):
+    out, _, result, rows = stage
+    counts, _ = count_table(rows, TokenCounter(processor, _plans(result)))
+    samples = pq.read_table(out / "samples.parquet").to_pylist()
+    videos = pq.read_table(out / "videos.parquet").to_pylist()
+    with_video = [c for c in counts if c["n_videos"]]
+    assert with_video and video_token_mismatches(counts, samples, videos) == []
+    tampered = [dict(c) for c in counts]
+    tampered[0]["n_video_tokens"] += 1
+    bad = video_token_mismatches(tampered, samples, videos)
+    assert [b["sample_id"] for b in bad] == [tampered[0]["sample_id"]]
+    assert bad[0]["frames_visual_tokens"] == counts[0]["n_video_tokens"]
+    dropped = [s for s in samples if s["sample_id"] != with_video[-1]["sample_id"]]  # frames lost for one sample
+    assert [b["sample_id"] for b in video_token_mismatches(counts, dropped, videos)] == [with_video[-1]["sample_id"]]
 
 
 @pytest.mark.parametrize("source", ["llava_instruct", "mmdu", "mantis", "longalpaca"])
