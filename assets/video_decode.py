@@ -186,9 +186,10 @@ def read_frames_parallel(
     """``read_frames`` with the video cut into ``workers`` spans, each decoded by its own
     reader in its own thread (the caller's thread takes the first span).
 
-    Threads, not processes: this decord build calls its C API through ctypes, which releases
-    the GIL, so readers decode in parallel; nothing is started, pickled or copied between
-    processes. Spans start at a seek to their keyframe, so every frame is decoded exactly as
+    Threads, not processes: decord's wheels call its C API through ctypes, which releases the
+    GIL, so readers decode in parallel; nothing is started, pickled or copied between
+    processes (a build with decord's optional Cython FFI would serialise the spans: still
+    correct, only not faster). Spans start at a seek to their keyframe, so every frame is decoded exactly as
     in one pass. Falls back to one reader for spans shorter than ``min_split_frames``."""
     indices, sizes = list(indices), list(sizes)
     spans = split_spans(indices, workers) if workers > 1 and indices else []
