@@ -64,16 +64,22 @@ def ensure_embedded_sample(spec: SourceSpec, embedded_root: Path, seed: int = 0)
     """Generate the source's local sample once (atomically) and return its folder."""
     from assets.embedded.samples import SAMPLE_VERSION
 
-    target = embedded_root / spec.hub_id
     stamp = {"source": spec.name, "version": SAMPLE_VERSION, "seed": seed}
-    stamp_path = target / SAMPLE_STAMP
+    return generate_once(embedded_root / spec.hub_id, stamp, lambda folder: spec.sample(folder, seed))
+
+
+def generate_once(target: Path, stamp: dict, generate, stamp_name: str = SAMPLE_STAMP) -> Path:
+    """Run ``generate(folder)`` unless ``target`` already holds output stamped with ``stamp``.
+    Generation goes to a ``.partial`` sibling renamed into place, so an interrupted run never
+    leaves a half-written sample that looks finished."""
+    stamp_path = target / stamp_name
     if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         return target
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    spec.sample(tmp, seed)
-    (tmp / SAMPLE_STAMP).write_text(json.dumps(stamp))
+    generate(tmp)
+    (tmp / stamp_name).write_text(json.dumps(stamp))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

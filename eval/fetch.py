@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.conversation import REJECTED_SCHEMA, Rejection
-from assets.hub import HubSettings, download_media, unpack_archives
+from assets.hub import HubSettings, download_media, generate_once, unpack_archives
 from eval.benchmarks import BenchmarkSpec
 from eval.embedded import GENERATORS
 from eval.formats import LOADERS, FetchOptions, LoadContext, limit_per_split
@@ -55,19 +55,9 @@ class FetchedBenchmark:
 
 def ensure_sample(spec: BenchmarkSpec, embedded_root: Path, options: FetchOptions, seed: int = 0) -> Path:
     """Generate the benchmark's local sample once per (version, seed, options); atomic."""
-    target = embedded_root / spec.hub_id
     stamp = {"benchmark": spec.name, "version": SAMPLE_VERSION, "seed": seed, "options": options.generation_key()}
-    stamp_path = target / SAMPLE_STAMP
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
-        return target
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    GENERATORS[spec.name](tmp, options, seed)
-    (tmp / SAMPLE_STAMP).write_text(json.dumps(stamp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    generate = GENERATORS[spec.name]
+    return generate_once(embedded_root / spec.hub_id, stamp, lambda folder: generate(folder, options, seed), SAMPLE_STAMP)
 
 
 def join_split_archives(base: Path, parts: tuple[tuple[str, str], ...]) -> list[Path]:
