@@ -1,5 +1,6 @@
 """video_frames asset: a thin Dagster wrapper over ``assets.video_frames``."""
 
+import collections
 import json
 
 import dagster as dg
@@ -31,6 +32,9 @@ class VideoFramesAssetConfig(dg.Config):
     hybrid_min_frames: int = 512
     """Hybrid applies only to videos with more sampled frames than this."""
     workers: int = 2
+    decoder: str = "auto"
+    """auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only.
+    Same frames either way."""
 
     def to_config(self) -> VideoFramesConfig:
         hybrid = HybridConfig.parse(self.hybrid, self.hybrid_min_frames) if self.hybrid else None
@@ -38,7 +42,7 @@ class VideoFramesAssetConfig(dg.Config):
             fps=self.fps, max_frames=self.max_frames, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
             total_pixels=self.total_pixels, hybrid=hybrid,
         )
-        return VideoFramesConfig(sampling=sampling, workers=self.workers)
+        return VideoFramesConfig(sampling=sampling, workers=self.workers, decoder=self.decoder)
 
 
 @dg.asset(
@@ -46,9 +50,9 @@ class VideoFramesAssetConfig(dg.Config):
     deps=[chatml_key(name) for name in VIDEO_SOURCES],
     group_name=VIDEO_GROUP,
     code_version=VIDEO_FRAMES_CODE_VERSION,
-    kinds={"parquet", "decord"},
-    description="Every video a ChatML sample references, sampled at 2 fps with decord (ffmpeg transcode "
-    "fallback), resized by smart_resize under per-frame and per-video pixel budgets, hybrid resolution "
+    kinds={"parquet", "ffmpeg", "decord"},
+    description="Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
+    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize under per-frame and per-video pixel budgets, hybrid resolution "
     "above 512 frames; frames as PNG in one Parquet shard per video, incremental by content hash.",
     check_specs=[
         dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY,
@@ -82,6 +86,8 @@ def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConf
             "videos": len(result.videos),
             "videos_cached": sum(bool(v["cached"]) for v in result.videos),
             "videos_hybrid": sum(bool(v["hybrid"]) for v in ok),
+            "decoders": dg.MetadataValue.md(counts_table(
+                collections.Counter(v["decoder"] or "cached (earlier code)" for v in ok), key="decoder", value="videos")),
             "frames_sampled": frames,
             "visual_tokens": sum(tokens),
             "rejected": len(result.rejected),
@@ -92,7 +98,7 @@ def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConf
             "tokens_per_video": dg.MetadataValue.md(histogram_md(tokens, "visual tokens per video", "tokens")),
             "videos_table": dg.MetadataValue.md(markdown_table(
                 [{**v, "path": v["path"].rsplit("/", 1)[-1]} for v in ok[:20]],
-                ["path", "video_fps", "total_frames", "n_frames", "grids", "visual_tokens", "hybrid", "cached"], width=60)),
+                ["path", "video_fps", "total_frames", "n_frames", "grids", "visual_tokens", "hybrid", "decoder", "cached"], width=60)),
             "settings": json.dumps(config_summary(cfg.sampling)),
             "path": dg.MetadataValue.path(str(out_dir)),
         },

@@ -1,9 +1,12 @@
-"""Decoding the planned frames of a video: decord first, an ffmpeg transcode when that fails.
+"""Decoding the planned frames of a video: an ffmpeg pipe, decord, an ffmpeg transcode when both fail.
 
 Output frames are exactly what the qwen-vl-utils decord path gives (``VideoReader.get_batch``
 on the planned indices, then a PIL bicubic resize per frame), only faster:
 
-* frames are read in one forward pass: ``skip_frames`` over a gap (decodes without the RGB
+* first choice (``decoder="auto"``): ``assets.video_pipe``, ffmpeg decoding in its own process
+  with a ``select`` filter so only sampled frames are converted to RGB; checked against decord
+  (frame count, first and last frame) and dropped for the decord path below on any difference;
+* the decord path reads frames in one forward pass: ``skip_frames`` over a gap (decodes without the RGB
   conversion ``get_batch`` does for every frame it touches) and ``seek_accurate`` only when a
   keyframe lies inside the gap, so sparse samples of long videos do not decode everything;
 * the resize (and any encoding) runs in a worker thread while the next frame decodes; Pillow
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from assets.video_pipe import PipeMismatch, read_frames_pipe
 from assets.video_plan import FramePlan, PlanError, VideoSamplingConfig, plan_video
 
 
@@ -241,19 +245,57 @@ class SampledVideo:
     plan: FramePlan
     frames: list[Any]
     transcoded: bool
+    decoder: str = "decord"
+    """``ffmpeg-pipe`` or ``decord``; ``fallback`` says why the pipe was not used, if tried."""
+    fallback: str | None = None
 
 
-def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, workers: int) -> SampledVideo:
+DECODERS = ("auto", "decord")
+
+
+def read_frames_verified(
+    path: str | Path, reader, meta: VideoMeta, plan: FramePlan, post, workers: int
+) -> tuple[list[Any], str]:
+    """Frames from the ffmpeg pipe if decord agrees on the first and last sampled frame
+    (fetched by decord in a thread while ffmpeg runs), else ``PipeMismatch``."""
+
+    def finish(frame: np.ndarray, size: tuple[int, int]) -> Any:
+        out = resize_frame(frame, size)
+        return post(out) if post else out
+
+    first, last = int(plan.indices[0]), int(plan.indices[-1])
+    with ThreadPoolExecutor(1) as pool:
+        ref = pool.submit(lambda: (reader[first].asnumpy(), reader[last].asnumpy()))
+        got = read_frames_pipe(
+            ffmpeg_exe(), path, plan.indices, plan.sizes, (meta.height, meta.width), finish,
+            threads=max(1, workers - 1),
+        )
+        ref_first, ref_last = ref.result()
+    if not (np.array_equal(got.first_raw, ref_first) and np.array_equal(got.last_raw, ref_last)):
+        raise PipeMismatch(f"ffmpeg and decord disagree on frame {first} or {last}")
+    return got.results, "ffmpeg-pipe"
+
+
+def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, workers: int, decoder: str) -> SampledVideo:
     reader = open_reader(path)
     meta = probe(path, reader)
     plan = plan_video(meta.total_frames, meta.fps, meta.height, meta.width, cfg)
+    fallback = None
+    if decoder == "auto":
+        try:
+            frames, used = read_frames_verified(path, reader, meta, plan, post, workers)
+            return SampledVideo(plan, frames, transcoded=False, decoder=used)
+        except (PipeMismatch, OSError) as exc:
+            fallback = str(exc)[:300]
+        except Exception as exc:  # decord failing on the reference frames: the decord path below says why
+            fallback = f"{type(exc).__name__}: {_last_line(str(exc))}"
     try:
         frames = read_frames_parallel(path, plan.indices, plan.sizes, post, workers=workers, reader=reader)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError("decode_failed", f"decord: {_last_line(str(exc))}") from None
-    return SampledVideo(plan, frames, transcoded=False)
+    return SampledVideo(plan, frames, transcoded=False, decoder="decord", fallback=fallback)
 
 
 def sample_video(
@@ -261,25 +303,29 @@ def sample_video(
     cfg: VideoSamplingConfig = VideoSamplingConfig(),
     post: Callable[[np.ndarray], Any] | None = None,
     workers: int = 1,
+    decoder: str = "auto",
 ) -> SampledVideo:
     """Plan and decode one video; transcode and retry once if decord fails. ``workers`` > 1
-    splits a long video across processes (``read_frames_parallel``).
+    gives one video more cores (ffmpeg decode threads, or decord reader threads).
+    ``decoder="decord"`` skips the ffmpeg pipe (the frames are the same; it is slower).
 
     Raises ``DecodeError`` or ``PlanError`` (both carry ``reason`` and ``detail``)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     path = Path(path)
     if not path.is_file():
         raise DecodeError("missing_media", f"file not found: {path}")
     if path.stat().st_size == 0:
         raise DecodeError("empty_file", "file is 0 bytes")
     try:
-        return _sample_once(path, cfg, post, workers)
+        return _sample_once(path, cfg, post, workers, decoder)
     except PlanError:
         raise
     except DecodeError as first:
         with tempfile.TemporaryDirectory(prefix="giraffe-transcode-") as tmp:
             try:
                 fixed = transcode(path, tmp)
-                result = _sample_once(fixed, cfg, post, workers)
+                result = _sample_once(fixed, cfg, post, workers, decoder)
             except DecodeError as second:
                 raise DecodeError(second.reason, f"{second.detail} (after: {first.reason}: {first.detail})") from None
             result.transcoded = True

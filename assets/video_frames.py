@@ -57,6 +57,7 @@ VIDEO_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
         pa.field("cached", pa.bool_(), nullable=False),
         pa.field("transcoded", pa.bool_()),
+        pa.field("decoder", pa.string()),
         pa.field("video_fps", pa.float64()),
         pa.field("total_frames", pa.int64()),
         pa.field("duration", pa.float64()),
@@ -89,6 +90,10 @@ class VideoFramesConfig:
     """zlib strategy of the PNG encoder: 3 = Z_RLE, which after PNG's row filters is smaller
     than level 6 at level-1 speed on video frames (benchmarks/video_sampling.md, "Frame
     storage"); still plain PNG, any decoder reads it. 0 = zlib's default strategy."""
+
+    decoder: str = "auto"
+    """``auto``: the ffmpeg select pipe, checked against decord and falling back to it;
+    ``decord``: decord only. Both give the same frames, so this is not part of the cache key."""
 
     @property
     def encoder(self) -> "PngEncoder":
@@ -124,7 +129,12 @@ class PngEncoder:
 
 
 def sample_to_shard(
-    path: str, cfg: VideoSamplingConfig, frames_dir: str, encoder: PngEncoder = PngEncoder(), decode_workers: int = 1
+    path: str,
+    cfg: VideoSamplingConfig,
+    frames_dir: str,
+    encoder: PngEncoder = PngEncoder(),
+    decode_workers: int = 1,
+    decoder: str = "auto",
 ) -> dict[str, Any]:
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
     ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
@@ -147,11 +157,11 @@ def sample_to_shard(
     if failed.is_file():
         return {**row, **json.loads(failed.read_text()), "status": "rejected", "cached": True}
     try:
-        got = sample_video(path, cfg, post=encoder, workers=decode_workers)
+        got = sample_video(path, cfg, post=encoder, workers=decode_workers, decoder=decoder)
     except (DecodeError, PlanError) as exc:
         failed.write_text(json.dumps({"reason": exc.reason, "detail": exc.detail}))
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
-    plan = got.plan.to_json()
+    plan = {**got.plan.to_json(), "transcoded": got.transcoded, "decoder": got.decoder, "decoder_fallback": got.fallback}
     n = len(got.frames)
     table = pa.Table.from_pydict(
         {
@@ -164,17 +174,18 @@ def sample_to_shard(
             "grid_row": got.plan.frame_rows,
             "png": got.frames,
         },
-        schema=FRAME_SCHEMA.with_metadata({"giraffe_plan": json.dumps({**plan, "transcoded": got.transcoded})}),
+        schema=FRAME_SCHEMA.with_metadata({"giraffe_plan": json.dumps(plan)}),
     )
     tmp = shard.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp, compression="none")  # PNG bytes do not compress further
     tmp.replace(shard)
-    return {**row, **_plan_columns({**plan, "transcoded": got.transcoded}), "status": "ok", "frames_file": str(shard)}
+    return {**row, **_plan_columns(plan), "status": "ok", "frames_file": str(shard)}
 
 
 def _plan_columns(plan: dict[str, Any]) -> dict[str, Any]:
     return {
         "transcoded": bool(plan.get("transcoded", False)),
+        "decoder": plan.get("decoder"),
         "video_fps": plan["video_fps"],
         "total_frames": plan["total_frames"],
         "duration": plan["duration"],
@@ -232,10 +243,10 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
     if cfg.workers > 1 and len(job_list) > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
         with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx) as pool:
-            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder) for p, c in job_list]
+            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, 1, cfg.decoder) for p, c in job_list]
             rows = [f.result() for f in futures]
     else:  # one video (or one worker): the workers split that video instead
-        rows = [sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers) for p, c in job_list]
+        rows = [sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers, cfg.decoder) for p, c in job_list]
     by_job = dict(zip(job_list, rows))
     samples, rejected = [], []
     for r in refs:
