@@ -1,5 +1,6 @@
 """The video_frames stage on the embedded sample, and exact token counts."""
 
+import copy
 import json
 import shutil
 
@@ -145,7 +146,8 @@ def test_image_and_text_token_counts_equal_the_processor(normalized, processor, 
 
 
 def test_a_missing_image_is_rejected_not_counted(normalized, processor, tmp_path):
-    row = next(c.to_row() for c in normalized["llava_instruct"].conversations)
+    # a deep copy: to_row shares the messages with the session-wide fixture
+    row = copy.deepcopy(next(c.to_row() for c in normalized["llava_instruct"].conversations))
     for m in row["messages"]:
         for p in m["content"]:
             if p["type"] == "image":
