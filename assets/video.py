@@ -52,8 +52,8 @@ class VideoFramesAssetConfig(dg.Config):
     code_version=VIDEO_FRAMES_CODE_VERSION,
     kinds={"parquet", "ffmpeg", "decord"},
     description="Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
-    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize under per-frame and per-video pixel budgets, hybrid resolution "
-    "above 512 frames; frames as PNG in one Parquet shard per video, incremental by content hash.",
+    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize "
+    "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one Parquet shard per video, incremental by content hash.",
     check_specs=[
         dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY,
                           description="frames per video = 2 x sum of temporal grid rows; tokens = grid products / 4"),

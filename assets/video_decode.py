@@ -6,9 +6,9 @@ on the planned indices, then a PIL bicubic resize per frame), only faster:
 * first choice (``decoder="auto"``): ``assets.video_pipe``, ffmpeg decoding in its own process
   with a ``select`` filter so only sampled frames are converted to RGB; checked against decord
   (frame count, first and last frame) and dropped for the decord path below on any difference;
-* the decord path reads frames in one forward pass: ``skip_frames`` over a gap (decodes without the RGB
-  conversion ``get_batch`` does for every frame it touches) and ``seek_accurate`` only when a
-  keyframe lies inside the gap, so sparse samples of long videos do not decode everything;
+* the decord path reads frames in one forward pass: ``skip_frames`` over a gap and
+  ``seek_accurate`` only when a keyframe lies inside the gap, so sparse samples of long videos
+  do not decode everything;
 * the resize (and any encoding) runs in a worker thread while the next frame decodes; Pillow
   releases the GIL while resizing, so on two cores the two halves of the work overlap;
 * with ``workers > 1`` (``read_frames_parallel``) a long video is cut into contiguous spans of
@@ -118,6 +118,12 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((w, h), Image.BICUBIC))
 
 
+def resize_then(frame: np.ndarray, size: tuple[int, int], post: Callable[[np.ndarray], Any] | None) -> Any:
+    """What every decoder does with a decoded frame: the baseline's resize, then ``post``."""
+    out = resize_frame(frame, size)
+    return post(out) if post else out
+
+
 SEEK_GAIN = 60
 
 
@@ -134,11 +140,6 @@ def read_frames(
     A gap is skipped by decoding through it unless a keyframe in it lets ``seek_accurate``
     avoid more than ``seek_gain`` frames (a seek flushes the decoder, so short jumps lose)."""
     keys = np.asarray(reader.get_key_indices(), dtype=np.int64)
-
-    def finish(frame: np.ndarray, size: tuple[int, int]) -> Any:
-        out = resize_frame(frame, size)
-        return post(out) if post else out
-
     futures = []
     pos = 0  # index of the frame the next ``next()`` returns
     last: np.ndarray | None = None
@@ -147,7 +148,7 @@ def read_frames(
     with ThreadPoolExecutor(1) as pool:
         for i, size in zip(indices, sizes):
             if i == last_index and last is not None:
-                futures.append(pool.submit(finish, last, size))
+                futures.append(pool.submit(resize_then, last, size, post))
                 continue
             if i < pos:
                 reader.seek_accurate(i)
@@ -159,7 +160,7 @@ def read_frames(
                     reader.skip_frames(i - pos)
             last = reader.next().asnumpy()
             last_index, pos = i, i + 1
-            futures.append(pool.submit(finish, last, size))
+            futures.append(pool.submit(resize_then, last, size, post))
         return [f.result() for f in futures]
 
 
@@ -258,17 +259,12 @@ def read_frames_verified(
 ) -> tuple[list[Any], str]:
     """Frames from the ffmpeg pipe if decord agrees on the first and last sampled frame
     (fetched by decord in a thread while ffmpeg runs), else ``PipeMismatch``."""
-
-    def finish(frame: np.ndarray, size: tuple[int, int]) -> Any:
-        out = resize_frame(frame, size)
-        return post(out) if post else out
-
     first, last = int(plan.indices[0]), int(plan.indices[-1])
     with ThreadPoolExecutor(1) as pool:
         ref = pool.submit(lambda: (reader[first].asnumpy(), reader[last].asnumpy()))
         got = read_frames_pipe(
-            ffmpeg_exe(), path, plan.indices, plan.sizes, (meta.height, meta.width), finish,
-            threads=max(1, workers - 1),
+            ffmpeg_exe(), path, plan.indices, plan.sizes, (meta.height, meta.width),
+            lambda frame, size: resize_then(frame, size, post), threads=max(1, workers - 1),
         )
         ref_first, ref_last = ref.result()
     if not (np.array_equal(got.first_raw, ref_first) and np.array_equal(got.last_raw, ref_last)):

@@ -6,16 +6,16 @@ Here ffmpeg (the imageio-ffmpeg binary, in its own process) decodes the stream a
 ``select`` filter drops the unplanned frames *before* the RGB conversion, so only sampled
 frames are converted and sent; Python only reads and resizes, on the other core. Measured on
 the 2-core benchmark machine: decoding the 600 s benchmark video's 768 samples costs ffmpeg
-5.6 CPU s against about 11 for decord, and the whole sampling runs about 2x faster than the
+5.6 CPU s against about 11-12 for decord, and the whole sampling runs about 2x faster than the
 decord ``get_batch`` baseline (``benchmarks/video_sampling.md``).
 
 The RGB frames are the ones decord returns (same libswscale conversion, yuv -> rgb24 at the
 source size, rotation metadata applied as decord applies it), and the resize is the same PIL
 bicubic, so the output equals the baseline's. Checked on H.264 (with and without B-frames),
 yuv444, HEVC, VP9, MPEG-4 part 2, MJPEG, variable frame rate and a rotated file; 10-bit
-H.264 differs (decord converts it another way) and is caught by the check below. That equality rests on both readers numbering
-frames alike, which holds for ordinary files but is not something ffmpeg promises for every
-container (edit lists, broken timestamps). ``video_decode`` therefore checks the frame count
+H.264 differs (decord converts it another way) and is caught by the check below. The
+equality also rests on both readers numbering frames alike, which holds for ordinary files
+but is not something ffmpeg promises for every container (edit lists, broken timestamps). ``video_decode`` therefore checks the frame count
 and compares the first and last sampled frames against decord, and falls back to the decord
 path on any difference, failure or older ffmpeg; ``PipeMismatch`` carries the reason.
 """
