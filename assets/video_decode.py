@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from assets.video_pipe import PipeMismatch, read_frames_pipe
+from assets.video_pipe import PipeMismatch, last_line, read_frames_pipe
 from assets.video_plan import FramePlan, PlanError, VideoSamplingConfig, plan_video
 
 
@@ -76,15 +76,10 @@ def probe_ffmpeg(path: str | Path) -> VideoMeta:
     err = proc.stderr
     stream, duration = _STREAM.search(err), _DURATION.search(err)
     if not stream or not duration:
-        raise DecodeError("unreadable", _last_line(err) or "ffmpeg found no video stream")
+        raise DecodeError("unreadable", last_line(err) or "ffmpeg found no video stream")
     fps = float(stream.group(3) or stream.group(4))
     seconds = int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))
     return VideoMeta(round(seconds * fps), fps, int(stream.group(2)), int(stream.group(1)))
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 def open_reader(path: str | Path):
@@ -93,7 +88,7 @@ def open_reader(path: str | Path):
     try:
         return decord.VideoReader(str(path), num_threads=1)
     except Exception as exc:  # decord raises its own DECORDError, RuntimeError or others
-        raise DecodeError("unreadable", f"decord: {_last_line(str(exc))}") from None
+        raise DecodeError("unreadable", f"decord: {last_line(str(exc))}") from None
 
 
 def probe(path: str | Path, reader=None) -> VideoMeta:
@@ -235,7 +230,7 @@ def transcode(path: str | Path, out_dir: str | Path) -> Path:
             .run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
         )
     except ffmpeg.Error as exc:
-        raise DecodeError("unreadable", f"ffmpeg transcode failed: {_last_line(exc.stderr.decode(errors='replace'))}") from None
+        raise DecodeError("unreadable", f"ffmpeg transcode failed: {last_line(exc.stderr.decode(errors='replace'))}") from None
     if not out.is_file() or out.stat().st_size == 0:
         raise DecodeError("unreadable", "ffmpeg transcode produced no output")
     return out
@@ -284,13 +279,13 @@ def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, workers: int,
         except (PipeMismatch, OSError) as exc:
             fallback = str(exc)[:300]
         except Exception as exc:  # decord failing on the reference frames: the decord path below says why
-            fallback = f"{type(exc).__name__}: {_last_line(str(exc))}"
+            fallback = f"{type(exc).__name__}: {last_line(str(exc))}"
     try:
         frames = read_frames_parallel(path, plan.indices, plan.sizes, post, workers=workers, reader=reader)
     except DecodeError:
         raise
     except Exception as exc:
-        raise DecodeError("decode_failed", f"decord: {_last_line(str(exc))}") from None
+        raise DecodeError("decode_failed", f"decord: {last_line(str(exc))}") from None
     return SampledVideo(plan, frames, transcoded=False, decoder="decord", fallback=fallback)
 
 

@@ -38,6 +38,12 @@ class PipeMismatch(Exception):
     """The pipe could not give frames known to equal decord's; the caller falls back."""
 
 
+def last_line(text: str) -> str:
+    """The line of a tool's stderr or an exception that says what went wrong (its last)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def select_expression(indices: Sequence[int]) -> str:
     """An ffmpeg ``select`` expression true exactly on the frame numbers ``indices``.
 
@@ -67,14 +73,15 @@ class PipeFrames:
     last_raw: np.ndarray
 
 
-def _read_exact(stream, n: int) -> bytearray | None:
+def _read_exact(stream, n: int) -> bytearray:
+    """``n`` bytes, or fewer when the stream ends first."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         r = stream.readinto(view[got:])
         if not r:
-            return None if got == 0 else buf[:got]
+            return buf[:got]
         got += r
     return buf
 
@@ -114,7 +121,7 @@ def read_frames_pipe(
             pos = 0
             for frame_no in unique:
                 buf = _read_exact(proc.stdout, frame_bytes)
-                if buf is None or len(buf) != frame_bytes:
+                if len(buf) != frame_bytes:
                     break
                 raw = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
                 if first is None:
@@ -132,8 +139,7 @@ def read_frames_pipe(
     if extra:  # checked first: closing the pipe early makes ffmpeg exit with a broken pipe
         raise PipeMismatch(f"ffmpeg sent more than the {len(unique)} planned frames ({width}x{height} rgb24)")
     if code != 0:
-        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-        raise PipeMismatch(f"ffmpeg exited {code}: {lines[-1][:200] if lines else 'no message'}")
+        raise PipeMismatch(f"ffmpeg exited {code}: {last_line(err) or 'no message'}")
     if len(results) != len(order):
         raise PipeMismatch(f"ffmpeg selected {len(results)} of {len(order)} planned frames ({width}x{height} rgb24)")
     return PipeFrames(results, first, last)
