@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from assets.video_decode import baseline_frames, ffmpeg_exe
+from assets.video.decode import baseline_frames, ffmpeg_exe
 
 CLIPS = {
     "testsrc": "testsrc=size=640x360:rate=30",

@@ -1,4 +1,4 @@
-"""Benchmark: best-fit decreasing packing (assets.packing) against the usual baselines.
+"""Benchmark: best-fit decreasing packing (assets.packing.kernel) against the usual baselines.
 
     PYTHONPATH=. python benchmarks/packing.py [--sizes 200000 1000000 10000000]
         [--capacities 8192 32768 65536 131072] [--greedy-max 1000000] [--speedup-at 2000000]
@@ -90,11 +90,11 @@ def next_fit(lengths: list[int], capacity: int) -> int:
 def run_one(algo: str, lengths: np.ndarray, capacity: int) -> int:
     """Number of sequences ``algo`` uses for ``lengths`` (all <= capacity)."""
     if algo == "ours":
-        from assets.packing import pack
+        from assets.packing.kernel import pack
 
         return pack(lengths, capacity).n_bins
     if algo == "ours_python":
-        from assets.packing import pack
+        from assets.packing.kernel import pack
 
         return pack(lengths, capacity, use_numba=False).n_bins
     items = lengths.tolist()
@@ -116,7 +116,7 @@ def worker(algo: str, path: str, capacity: int) -> None:
     lengths = np.load(path)
     lengths = lengths[lengths <= capacity]
     if algo == "ours":  # compile (or load the cached kernels) outside the timed call
-        from assets.packing import pack
+        from assets.packing.kernel import pack
 
         pack(np.array([1, 2]), 4)
     before = _rss()

@@ -101,9 +101,9 @@ def tokens_per_second(model, inputs, steps: int, warmup: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.position_methods import PositionMethodConfig, apply_position_method
-    from training.rope_methods import RopeMethodConfig
-    from training.v2pe import V2PEConfig
+    from training.positions.apply import PositionMethodConfig, apply_position_method
+    from training.positions.rope import RopeMethodConfig
+    from training.positions.v2pe import V2PEConfig
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden-size", type=int, default=64)

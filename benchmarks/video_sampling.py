@@ -13,7 +13,7 @@ Videos (H.264, 30 fps, 640x360, GOP 30) are generated into a temp dir with the p
   forward pass with skip/seek, resize overlapped in a thread, the video cut into spans of
   about equal length, one reader each; the fallback of the default path);
 * ours: ``sample_video(path, decoder="auto")`` end to end, as the stage calls it: open and
-  probe with decord, plan, the ffmpeg select pipe (``assets.video_pipe``) with the PIL resize
+  probe with decord, plan, the ffmpeg select pipe (``assets.video.pipe``) with the PIL resize
   in our process, and the check of the first and last frame against decord. Probe and check
   are extra work the baseline does not do; they are counted.
 
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from assets.embedded.media import encode_video
-from assets.video_decode import baseline_frames, open_reader, probe, read_frames_parallel, sample_video
-from assets.video_plan import VideoSamplingConfig, plan_video
+from assets.sources.embedded.media import encode_video
+from assets.video.decode import baseline_frames, open_reader, probe, read_frames_parallel, sample_video
+from assets.video.plan import VideoSamplingConfig, plan_video
 
 
 def cpu_seconds() -> float:

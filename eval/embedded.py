@@ -2,7 +2,7 @@
 
 No hub is reachable from the machines that build and test this project, so each benchmark's
 sample is generated here, seeded and deterministic, with real media (PIL images, H.264 videos
-from the ffmpeg binary of ``imageio-ffmpeg`` through ``assets.embedded.media.encode_video``).
+from the ffmpeg binary of ``imageio-ffmpeg`` through ``assets.sources.embedded.media.encode_video``).
 Tables are written with ``datasets`` and the hub's feature types (``Image`` columns,
 ``Sequence`` options), archives are named and laid out as on the hub, so
 ``eval.formats`` reads these folders with exactly the calls it uses on the hub. Questions are
@@ -24,12 +24,12 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from assets.embedded.media import COLOURS, encode_video, image_bytes
+from assets.sources.embedded.media import COLOURS, encode_video, image_bytes
 from eval.formats import FetchOptions
 from eval.haystack import draw_objects, generate_haystack_sample
 
 SHAPES = ("circle", "square", "triangle")
-# assets.embedded.media's lavfi patterns, in its order, described as a viewer would
+# assets.sources.embedded.media's lavfi patterns, in its order, described as a viewer would
 PATTERN_NAMES = (
     "a test card with a moving counter",
     "a test card with a rotating colour wheel",

@@ -1,6 +1,6 @@
 """Fetching a benchmark: the hub repository or its embedded sample, through the same loader.
 
-As for the training sources (``assets.hub``), hub and embedded differ only in the location
+As for the training sources (``assets.sources.hub``), hub and embedded differ only in the location
 handed to ``datasets.load_dataset`` (a repo id or the local folder laid out like the repo) and
 in where media come from (``snapshot_download`` vs already in the folder); archives are unpacked
 by the same code either way. The result is a normalised ``items.parquet`` (see
@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.conversation import REJECTED_SCHEMA, Rejection
-from assets.hub import HubSettings, download_media, generate_once, unpack_archives
+from assets.contract.conversation import REJECTED_SCHEMA, Rejection
+from assets.sources.hub import HubSettings, download_media, generate_once, unpack_archives
 from eval.benchmarks import BenchmarkSpec
 from eval.embedded import GENERATORS
 from eval.formats import LOADERS, FetchOptions, LoadContext, limit_per_split

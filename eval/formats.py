@@ -5,7 +5,7 @@ Each loader reads the files of the benchmark's hub repository through :class:`Lo
 media the way the benchmark's own toolkit / lmms-eval task does, and builds the prompt as the
 lmms-eval task's default ``doc_to_text`` does, so the native runner and an lmms-eval run ask
 the same question. A row that cannot become an item (missing media, a malformed answer) is a
-:class:`~assets.conversation.Rejection` with a reason, never dropped silently.
+:class:`~assets.contract.conversation.Rejection` with a reason, never dropped silently.
 
 What each loader was checked against (dataset cards / task code read while writing this):
 
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assets.conversation import Rejection
-from assets.hub import HubSettings
+from assets.contract.conversation import Rejection
+from assets.sources.hub import HubSettings
 from eval import haystack as vh
 from eval.items import CHOICE, YES_NO, EvalItem
 

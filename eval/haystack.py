@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from assets.embedded.media import COLOURS
+from assets.sources.embedded.media import COLOURS
 
 VH_DIR = "single_needle/VHs_large"
 PUBLISHED_COUNTS: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50, 100, 500, 1000, 10000)

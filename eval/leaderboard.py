@@ -14,12 +14,12 @@ than ``tolerance`` percentage points on either is a regression.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from assets.contract.markdown import figure_png, pyplot
 
 BASE = "base"
 COLUMNS = (
@@ -138,28 +138,9 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def png_markdown(png: bytes, title: str) -> str:
-    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
 def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Mapping[str, str], threshold: float = 0.6) -> bytes:
     """Accuracy (%) vs number of images, one line per model, the threshold dashed (Figure 4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=90)
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
     for model, points in curves.items():
         xs = [p["n_images"] for p in points]
         ys = [100 * p["accuracy"] for p in points]
@@ -172,19 +153,14 @@ def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Map
     ax.set_ylim(-2, 102)
     ax.set_title("Visual Haystack single needle")
     ax.legend(fontsize=7, loc="lower left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Grouped bars: VideoMME accuracy by duration (and overall), one bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = (*VIDEOMME_DURATIONS, "overall")
     models = [r for r in rows if r.get("videomme_overall") is not None]
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=90)
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
     width = 0.8 / max(1, len(models))
     for i, r in enumerate(models):
         ys = [r.get(f"videomme_{g}") or 0.0 for g in groups]
@@ -197,7 +173,7 @@ def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     ax.set_title("Video-MME by duration")
     if models:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ----------------------------------------------------------------------------- regression

@@ -1,6 +1,6 @@
 """``python -m eval.lmms_pipes``: one lmms-eval run, launched and reported through Dagster Pipes.
 
-The Dagster asset (``assets.evaluation``, ``eval/lmms_eval``) starts this with
+The Dagster asset (``assets.defs.evaluation``, ``eval/lmms_eval``) starts this with
 ``PipesSubprocessClient`` and these extras: ``checkpoint``, ``output_dir``, ``tasks``,
 ``batch_size``, ``limit``, ``model_args``, ``model`` (leaderboard id), ``method`` (label),
 ``repo_root``. It runs lmms-eval in a child process with our model plugin registered, streams

@@ -1,16 +1,16 @@
 """The native inference runner: a checkpoint with its position method, batched greedy decoding.
 
-* **Model**: ``training.position_methods.load_with_position_method`` (the method recorded in
+* **Model**: ``training.positions.apply.load_with_position_method`` (the method recorded in
   the checkpoint's config is re-applied, so an M-RoPE++ or V2PE checkpoint is evaluated with
   its own positions) and ``training.processor.load_processor``.
 * **Prompt**: the model's chat template (one user turn: the images, then the video, then the
   benchmark's question text) with a generation prompt.
 * **Images**: the processor's image processor (its own resize rule and patching); each image
   placeholder grows to that image's merged-token count, as ``Qwen2VLProcessor`` does.
-* **Videos**: the project's video path (``assets.video_decode.sample_video``: 2 fps or a fixed
+* **Videos**: the project's video path (``assets.video.decode.sample_video``: 2 fps or a fixed
   frame count, smart_resize under per-frame and per-video pixel budgets, hybrid resolution
   (L, m, s) = (4, 240, 3) when more than 512 frames are sampled, as the paper does above 512
-  frames; ``assets.video_inputs`` for ``pixel_values_videos`` / ``video_grid_thw`` and one vision
+  frames; ``assets.video.inputs`` for ``pixel_values_videos`` / ``video_grid_thw`` and one vision
   block per grid row).
 * **Batches**: items sorted by media (same video together, similar image counts together),
   left-padded; ``mm_token_type_ids`` marks image/video tokens (transformers 5 needs it).
@@ -42,15 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from assets.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
-from assets.media import RejectRow
-from assets.video_plan import (
-    VIDEO_MAX_PIXELS,
-    VIDEO_MIN_PIXELS,
-    VIDEO_TOTAL_PIXELS,
-    HybridConfig,
-    VideoSamplingConfig,
-)
+from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
+from assets.contract.media import RejectRow
+from assets.video.plan import VideoSamplingConfig
+from assets.video.grid import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VIDEO_TOTAL_PIXELS, HybridConfig
 from eval.items import EvalItem
 from eval.parsing import parse_answer
 
@@ -140,7 +135,7 @@ def load_checkpoint(path: str | Path, device: str | None = None):
     """(model, processor) with the checkpoint's recorded position method re-applied."""
     import torch
 
-    from training.position_methods import load_with_position_method
+    from training.positions.apply import load_with_position_method
     from training.processor import load_processor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,9 +174,9 @@ class Runner:
     def _video(self, path: str) -> tuple[np.ndarray, np.ndarray, dict]:
         if self._video_cache and self._video_cache[0] == path:
             return self._video_cache[1]
-        from assets.video_decode import DecodeError, sample_video
-        from assets.video_inputs import video_pixel_values
-        from assets.video_plan import PlanError
+        from assets.video.decode import DecodeError, sample_video
+        from assets.video.inputs import video_pixel_values
+        from assets.video.grid import PlanError
 
         try:
             sampled = sample_video(path, self.cfg.video.sampling())
@@ -202,7 +197,7 @@ class Runner:
     def prepare(self, item: EvalItem) -> Prepared:
         from PIL import Image
 
-        from assets.video_inputs import expand_videos
+        from assets.video.inputs import expand_videos
 
         text = self.render(item)
         images = []
@@ -223,7 +218,7 @@ class Runner:
         """Tokenised, left-padded inputs for a batch; image pads grown per image."""
         import torch
 
-        from assets.video_inputs import mm_token_type_ids
+        from assets.video.inputs import mm_token_type_ids
 
         texts = [p.text for p in batch]
         inputs: dict[str, Any] = {}

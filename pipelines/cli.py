@@ -13,35 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.instance import default_home, prepare_home
 from pipelines.pack_cli import add_pack_parser
 from pipelines.train_cli import add_train_parser
 from pipelines.video_plan_cli import add_video_plan_parser
-from training.rope_cli import add_rope_parser
-
-
-def _default_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME", Path.cwd() / "dagster_home")).resolve()
-
-
-def _prepare_home(home: Path) -> None:
-    """Use ``home`` as DAGSTER_HOME; a new one gets the project's dagster.yaml. The pool limits
-    (gpu = 1) live in the instance's storage, so they are set here on every start."""
-    home.mkdir(parents=True, exist_ok=True)
-    project_yaml = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
-    if not (home / "dagster.yaml").exists() and project_yaml.is_file():
-        (home / "dagster.yaml").write_text(project_yaml.read_text())
-    os.environ["DAGSTER_HOME"] = str(home)
-
-    import dagster as dg
-
-    from pipelines.pools import apply_pool_limits
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        apply_pool_limits(instance)
+from training.positions.cli import add_rope_parser
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from assets.registry import SOURCES
+    from assets.sources.registry import SOURCES
 
     rows = [s.describe() for s in SOURCES if not args.category or s.category == args.category]
     print(json.dumps(rows, indent=2))
@@ -49,8 +29,8 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    home = Path(args.dagster_home).resolve() if args.dagster_home else _default_home()
-    _prepare_home(home)
+    home = Path(args.dagster_home).resolve() if args.dagster_home else default_home()
+    prepare_home(home)
     if args.data_root:
         os.environ["GIRAFFE_DATA_ROOT"] = str(Path(args.data_root).resolve())
     if args.mode:
@@ -114,7 +94,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    _prepare_home(_default_home())
+    prepare_home(default_home())
     bin_dir = Path(sys.executable).parent
     os.execv(str(bin_dir / "dagster"), [str(bin_dir / "dagster"), "dev", "-p", str(args.port)])
     return 0  # pragma: no cover

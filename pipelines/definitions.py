@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.chatml import chatml_assets
-from assets.evaluation import evaluation_assets
-from assets.model import base_model
-from assets.packing_assets import packing_assets
-from assets.sources import raw_assets
-from assets.token_counts import token_counts
-from assets.training import checkpoint
-from assets.video import video_frames
+from assets.defs.chatml import chatml_assets
+from assets.defs.evaluation import evaluation_assets
+from assets.defs.model import base_model
+from assets.defs.packing import packing_assets
+from assets.defs.sources import raw_assets
+from assets.defs.tokens import token_counts
+from assets.defs.checkpoint import checkpoint
+from assets.defs.video import video_frames
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import all_jobs
-from pipelines.resources import default_resources
+from assets.defs.resources import default_resources
 from pipelines.schedules import nightly_refresh_schedule
 
 

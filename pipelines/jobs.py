@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.partitions import RECIPES, STAGES
+from assets.defs.partitions import RECIPES, STAGES
 
 STAGE_GROUPS = ["packing"]
 CHECKPOINT_GROUPS = ["training", "evaluation"]

@@ -1,7 +1,7 @@
 """``giraffe pack LENGTHS.parquet --capacity N [--out PACKED.parquet]``: pack lengths alone.
 
 Reads ``sample_id, n_tokens`` (any other columns are ignored), packs with the pipeline's
-best-fit decreasing (``assets.packing.pack``) and prints one JSON line
+best-fit decreasing (``assets.packing.kernel.pack``) and prints one JSON line
 ``{"bins", "fill", "rejected", "seconds", ...}``. With ``--out`` it writes one row per input
 sample, in input order: ``sample_id, n_tokens, bin, offset`` (null bin/offset for a sample
 longer than the capacity, with ``reason`` = ``longer_than_capacity``). Bad input (missing
@@ -54,7 +54,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from assets.packing import pack
+    from assets.packing.kernel import pack
 
     try:
         if args.capacity < 1:

@@ -13,12 +13,12 @@ import os
 import time
 from pathlib import Path
 
+from pipelines.instance import default_home, prepare_home
+
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.cli import _default_home, _prepare_home
-
-    home = Path(args.dagster_home).resolve() if args.dagster_home else _default_home()
-    _prepare_home(home)
+    home = Path(args.dagster_home).resolve() if args.dagster_home else default_home()
+    prepare_home(home)
     if args.data_root:
         os.environ["GIRAFFE_DATA_ROOT"] = str(Path(args.data_root).resolve())
 

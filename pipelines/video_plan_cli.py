@@ -13,12 +13,14 @@ import json
 import os
 import sys
 
-from assets.video_plan import VIDEO_MAX_PIXELS, HybridConfig, VideoSamplingConfig
+from assets.video.plan import VideoSamplingConfig
+from assets.video.grid import VIDEO_MAX_PIXELS, HybridConfig
 
 
 def cmd_video_plan(args: argparse.Namespace) -> int:
-    from assets.video_decode import DecodeError, VideoMeta, open_reader, probe, probe_ffmpeg
-    from assets.video_plan import PlanError, plan_video
+    from assets.video.decode import DecodeError, VideoMeta, open_reader, probe, probe_ffmpeg
+    from assets.video.plan import plan_video
+    from assets.video.grid import PlanError
 
     if args.hybrid:
         try:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from assets.hub import HubSettings, fetch_source
-from assets.media import MediaResolver
-from assets.normalize import normalize_source
-from assets.registry import SOURCES
+from assets.sources.hub import HubSettings, fetch_source
+from assets.contract.media import MediaResolver
+from assets.chatml.normalize import normalize_source
+from assets.sources.registry import SOURCES
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def normalized(fetched, data_root):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from assets.embedded.text import corpus
+    from assets.sources.embedded.text import corpus
     from training.tiny_model import build_tiny_qwen2_vl
 
     return build_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny-model"), corpus(n_documents=200))

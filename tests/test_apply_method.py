@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, Qwen2VLForConditionalGeneration
 
-from training.position_methods import (
+from training.positions.apply import (
     CONFIG_KEY,
     PositionMethodConfig,
     V2PERopeIndex,
@@ -17,8 +17,8 @@ from training.position_methods import (
     load_with_position_method,
     read_position_method,
 )
-from training.rope_methods import RopeMethodConfig, RotaryShape, compute_frequencies
-from training.v2pe import DeltaSampler, V2PEConfig, v2pe_mrope_positions
+from training.positions.rope import RopeMethodConfig, RotaryShape, compute_frequencies
+from training.positions.v2pe import DeltaSampler, V2PEConfig, v2pe_mrope_positions
 
 L_V, L_TARGET = 1024, 4096  # s = 4
 TINY_SHAPE = RotaryShape(head_dim=16, base=1e6, mrope_section=(2, 3, 3))  # training.tiny_model defaults

@@ -6,12 +6,12 @@ import datetime
 import dagster as dg
 import pytest
 
-from assets.chatml import chatml_key
-from assets.registry import SOURCES
-from assets.sources import raw_key
+from assets.defs.chatml import chatml_key
+from assets.sources.registry import SOURCES
+from assets.defs.sources import raw_key
 from pipelines.automation import AUTOMATION_SENSOR_NAME, condition_for
 from pipelines.definitions import build_definitions
-from pipelines.resources import DataStore, SourceHub
+from assets.defs.resources import DataStore, SourceHub
 from pipelines.schedules import DEFAULT_REFRESH_CRON, REFRESH_SCHEDULE_NAME, nightly_refresh_schedule
 
 # evaluate_automation_conditions itself selects with a beta parameter.
@@ -159,8 +159,8 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
     token count re-packs every stage and re-mixes it, training waits for a person, and a new
     checkpoint partition is evaluated (that partition only) and ranked."""
     from pipelines.automation import apply_automation
-    from pipelines.partitions import CHECKPOINT_KEY, STAGES, checkpoint_partitions, stage_partitions
-    from pipelines.pools import GPU_POOL
+    from assets.defs.partitions import CHECKPOINT_KEY, STAGES, checkpoint_partitions, stage_partitions
+    from assets.defs.pools import GPU_POOL
 
     @dg.asset(key=TOKEN_COUNTS)
     def counts(): ...

@@ -8,11 +8,11 @@ import zipfile
 import pytest
 from PIL import Image
 
-from assets.cleaning import clean_text
-from assets.hub import unpack_archives
-from assets.media import MediaResolver
-from assets.normalize import accounting, normalize_source
-from assets.registry import get_source
+from assets.contract.cleaning import clean_text
+from assets.sources.hub import unpack_archives
+from assets.contract.media import MediaResolver
+from assets.chatml.normalize import accounting, normalize_source
+from assets.sources.registry import get_source
 
 
 @pytest.fixture

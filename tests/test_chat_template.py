@@ -2,9 +2,9 @@
 
 import pytest
 
-from assets.chat_template import IMAGE_PAD, QWEN2_VL_SPECIAL_TOKENS, render_chatml
-from assets.conversation import image_part, text_part, video_part
-from assets.registry import SOURCES
+from assets.contract.chat_template import IMAGE_PAD, QWEN2_VL_SPECIAL_TOKENS, render_chatml
+from assets.contract.conversation import image_part, text_part, video_part
+from assets.sources.registry import SOURCES
 
 
 @pytest.mark.parametrize("name", [s.name for s in SOURCES])

@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.evaluation import (
+from assets.defs.evaluation import (
     EVAL_BASE_KEY,
     LEADERBOARD_KEY,
     REGRESSION_CHECK,
@@ -21,11 +21,11 @@ from assets.evaluation import (
     eval_key,
     leaderboard,
 )
-from assets.model import BASE_MODEL_KEY
+from assets.defs.model import BASE_MODEL_KEY
 from eval.benchmarks import BENCHMARKS
 from eval.lmms import lmms_eval_available
-from pipelines.partitions import CHECKPOINT_KEY, RECIPES, checkpoint_dir, checkpoint_partitions
-from pipelines.resources import DataStore, SourceHub
+from assets.defs.partitions import CHECKPOINT_KEY, RECIPES, checkpoint_dir, checkpoint_partitions
+from assets.defs.resources import DataStore, SourceHub
 
 PARTITIONS = ["mrope_pp|8k", "v2pe|8k"]
 SMALL = {
@@ -54,7 +54,7 @@ def run(tmp_path_factory, tiny_model_dir):
     @dg.asset(key=CHECKPOINT_KEY, partitions_def=checkpoint_partitions)
     def fake_checkpoint(context: dg.AssetExecutionContext):
         """What the training asset leaves behind: a HF folder with the method in its config."""
-        from training.position_methods import apply_position_method, load_with_position_method
+        from training.positions.apply import apply_position_method, load_with_position_method
 
         keys = context.partition_key.keys_by_dimension
         out = checkpoint_dir(data, keys["recipe"], keys["stage"])
@@ -205,7 +205,7 @@ def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatc
     """The Pipes wiring without the optional extra: a stand-in ``lmms_eval`` package (visible
     only to the subprocess) records how it was called and writes a results file in lmms-eval's
     format; the asset must pass the plugin, parse the file and report the scores."""
-    from assets.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+    from assets.defs.evaluation import LMMS_EVAL_KEY, lmms_eval_run
 
     fake = tmp_path / "fake" / "lmms_eval"
     fake.mkdir(parents=True)
@@ -238,7 +238,7 @@ def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatc
 
 @pytest.mark.skipif(not lmms_eval_available(), reason="lmms-eval is not installed (optional [eval] extra); the Pipes run needs it")
 def test_lmms_eval_pipes_run(run):  # pragma: no cover - needs the optional extra
-    from assets.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+    from assets.defs.evaluation import LMMS_EVAL_KEY, lmms_eval_run
 
     data, instance, _ = run
     result = dg.materialize(

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from assets.embedded.media import COLOURS
-from assets.hub import HubSettings
+from assets.sources.embedded.media import COLOURS
+from assets.sources.hub import HubSettings
 from eval import haystack as vh
 from eval.benchmarks import BENCHMARKS, get_benchmark
 from eval.fetch import fetch_benchmark
@@ -236,7 +236,7 @@ def test_embedded_mme_pairs_one_yes_and_one_no_per_image(embedded):
 
 def test_embedded_video_answers_are_true_of_the_clip(embedded):
     """The duration question's right option names the clip's real length (probed from the file)."""
-    from assets.video_decode import probe
+    from assets.video.decode import probe
 
     _, got = embedded
     for name in ("videomme", "longvideobench"):

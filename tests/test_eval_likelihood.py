@@ -43,7 +43,7 @@ def _direct_logprob(runner, item, continuation_ids):
     n = inputs["input_ids"].shape[1]
     ids = torch.cat([inputs["input_ids"], torch.tensor([continuation_ids])], 1)
     kw = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    from assets.video_inputs import mm_token_type_ids
+    from assets.video.inputs import mm_token_type_ids
 
     with torch.no_grad():
         logits = runner.model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=mm_token_type_ids(ids, runner.tokenizer), **kw).logits[0].float()
@@ -98,7 +98,7 @@ def test_generate_stays_the_default_and_bad_modes_are_refused():
 
 
 def test_eval_config_uses_likelihood_on_embedded_and_generate_on_hub():
-    from assets.evaluation import EvalConfig
+    from assets.defs.evaluation import EvalConfig
 
     assert EvalConfig().run_config("embedded").answer_mode == "likelihood"
     assert EvalConfig().run_config("hub").answer_mode == "generate"

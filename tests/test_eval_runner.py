@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from assets.embedded.media import encode_video
+from assets.sources.embedded.media import encode_video
 from eval.items import CHOICE, YES_NO, EvalItem
 from eval.runner import Runner, RunConfig, VideoEvalConfig
-from training.position_methods import V2PERopeIndex, apply_position_method, load_with_position_method
-from training.v2pe import V2PEConfig
+from training.positions.apply import V2PERopeIndex, apply_position_method, load_with_position_method
+from training.positions.v2pe import V2PEConfig
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import pytest
 
+from assets.contract.markdown import png_markdown
 from eval import leaderboard as lb
 from eval import lmms
 from eval.scoring import CurvePoint, accuracy_by, effective_length, haystack_curve, mme_scores, summarize
@@ -175,7 +176,7 @@ def test_plots_are_png():
     png = lb.haystack_plot({"base": s["visual_haystack"]["curve"]}, {"base": "base"})
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert lb.videomme_plot([lb.row_for("base", s, "none")])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert lb.png_markdown(png, "t").startswith("![t](data:image/png;base64,")
+    assert png_markdown(png, "t").startswith("![t](data:image/png;base64,")
 
 
 # ----------------------------------------------------------------------------- lmms-eval results

@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from assets.mixture import achieved_shares, build_mixture, check_shares, choose, ipf, max_sequence_tokens, plan_mixture
-from assets.stage_pack import pack_stage
-from pipelines.partitions import STAGE_CAPACITIES, STAGES
+from assets.mixture.mix import achieved_shares, build_mixture, check_shares, choose, ipf, max_sequence_tokens, plan_mixture
+from assets.packing.stage import pack_stage
+from assets.defs.partitions import STAGE_CAPACITIES, STAGES
 
 TARGETS = {"long_text": 0.20, "short_image": 0.25, "interleave": 0.25, "video": 0.30}
 
@@ -129,8 +129,8 @@ def test_share_check_fails_on_a_drifted_mixture():
 
 @pytest.fixture(scope="module")
 def stage_root(tmp_path_factory):
-    from assets.packing_assets import etvlm_mixture, packed
-    from pipelines.resources import DataStore
+    from assets.defs.packing import etvlm_mixture, packed
+    from assets.defs.resources import DataStore
 
     root = tmp_path_factory.mktemp("stage-data")
     (root / "token_counts").mkdir()
@@ -190,7 +190,7 @@ def test_assets_materialise_every_stage_with_passing_checks(stage_root):
 def test_shards_load_with_datasets_and_rematerialising_is_byte_identical(stage_root):
     import datasets
 
-    from assets.packing_assets import etvlm_mixture, packed
+    from assets.defs.packing import etvlm_mixture, packed
 
     root, counts, _, store = stage_root
     seqs = datasets.load_dataset("parquet", data_files=str(root / "packed" / "32k" / "sequences.parquet"), split="train")
@@ -214,8 +214,8 @@ def test_shards_load_with_datasets_and_rematerialising_is_byte_identical(stage_r
 
 
 def test_isolated_mode_is_recorded_in_rows_and_schema(tmp_path):
-    from assets.packing_assets import packed
-    from pipelines.resources import DataStore
+    from assets.defs.packing import packed
+    from assets.defs.resources import DataStore
 
     (tmp_path / "token_counts").mkdir()
     pq.write_table(synthetic_counts(50, seed=9), tmp_path / "token_counts" / "token_counts.parquet")

@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.sources import DOWNLOAD_RETRY, raw_assets
-from pipelines.pools import GPU_POOL, apply_pool_limits
+from assets.defs.sources import DOWNLOAD_RETRY, raw_assets
+from assets.defs.pools import GPU_POOL, apply_pool_limits
 
 PROJECT_YAML = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
 
@@ -15,10 +15,10 @@ PROJECT_YAML = Path(__file__).resolve().parent.parent / "dagster_home" / "dagste
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh DAGSTER_HOME prepared the way `giraffe demo` / `giraffe ui` prepare one."""
-    from pipelines.cli import _prepare_home
+    from pipelines.instance import prepare_home
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # restored after the test
-    _prepare_home(tmp_path / "home")
+    prepare_home(tmp_path / "home")
     return tmp_path / "home"
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import Qwen2VLForConditionalGeneration
 
-from training.packed_positions import (
+from training.positions.packed import (
     StockMRoPE,
     V2PEMRoPE,
     packed_position_ids,
@@ -18,8 +18,8 @@ from training.packed_positions import (
     position_rule_from_method,
     stock_mrope_positions,
 )
-from training.position_methods import PositionMethodConfig, apply_position_method
-from training.v2pe import DeltaSampler, V2PEConfig, v2pe_mrope_positions
+from training.positions.apply import PositionMethodConfig, apply_position_method
+from training.positions.v2pe import DeltaSampler, V2PEConfig, v2pe_mrope_positions
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_v2pe_isolated_and_concat_reuse_the_v2pe_rule(model, tiny_model_dir):
 
 
 def test_frequency_methods_keep_stock_positions():
-    from training.rope_methods import RopeMethodConfig
+    from training.positions.rope import RopeMethodConfig
 
     assert isinstance(position_rule_from_method(None), StockMRoPE)
     assert isinstance(position_rule_from_method(PositionMethodConfig(RopeMethodConfig("mrope++", 1024, 4096))), StockMRoPE)

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.packing import HAVE_NUMBA, pack
-from assets.stage_pack import audit_accounting, audit_fill, audit_no_truncation, pack_stage
+from assets.packing.kernel import HAVE_NUMBA, pack
+from assets.packing.stage import audit_accounting, audit_fill, audit_no_truncation, pack_stage
 from benchmarks.packing import etvlm_lengths, greedy_knapsack, next_fit
 from pipelines.cli import main
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.registry import SOURCES
+from assets.sources.registry import SOURCES
 
 
 def test_definitions_load_with_every_source_asset_and_checks():
@@ -57,8 +57,8 @@ def test_chatml_parquet_reads_with_datasets_and_polars(demo_run):
 
 def test_rematerialising_raw_keeps_its_data_version(demo_run):
     """Same content -> same data version, which the nightly refresh relies on."""
-    from assets.hub import HubSettings, fetch_source
-    from assets.registry import get_source
+    from assets.sources.hub import HubSettings, fetch_source
+    from assets.sources.registry import get_source
 
     _, instance, data = demo_run
     event = instance.get_latest_materialization_event(dg.AssetKey(["raw", "longalpaca"]))
@@ -98,7 +98,7 @@ def test_demo_packs_and_mixes_every_stage_partition(demo_run):
     their packing checks pass and the shards follow docs/packed_shards.md."""
     import polars as pl
 
-    from pipelines.partitions import STAGES
+    from assets.defs.partitions import STAGES
 
     code, instance, data = demo_run
     assert code == 0

@@ -1,6 +1,6 @@
 import json
 
-from assets.registry import SOURCES, SourceSpec, get_source
+from assets.sources.registry import SOURCES, SourceSpec, get_source
 from pipelines.cli import main
 
 # Paper Table 7: category of every ETVLM source.
@@ -49,7 +49,7 @@ def test_cli_sources_prints_registry_json(capsys):
     by_name = {r["name"]: r for r in rows}
     assert by_name["llava_video"]["hub_id"] == "lmms-lab/LLaVA-Video-178K"
     assert by_name["mlvu"]["hub_id"] == "MLVU/MVLU"
-    assert by_name["mmdu"]["adapter"] == "assets.adapters.llava_conversations"
+    assert by_name["mmdu"]["adapter"] == "assets.sources.adapters.llava_conversations"
     assert "load_dataset('THUDM/LongAlign-10k'" in by_name["longalign_10k"]["loader"]
     for row in rows:
         assert {"name", "category", "hub_id", "loader", "license", "notes", "media"} <= row.keys()

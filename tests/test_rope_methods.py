@@ -12,7 +12,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding
 
-from training.rope_methods import (
+from training.positions.rope import (
     METHOD_NAMES,
     RopeMethodConfig,
     RotaryShape,
@@ -187,7 +187,7 @@ def _run_cli(argv, capsys):
 
 
 def test_cli_method_names_match_the_registry():
-    from training.rope_cli import METHOD_CHOICES
+    from training.positions.cli import METHOD_CHOICES
 
     assert METHOD_CHOICES == METHOD_NAMES
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from assets.conversation import CONVERSATION_SCHEMA
-from assets.normalize import accounting
+from assets.contract.conversation import CONVERSATION_SCHEMA
+from assets.chatml.normalize import accounting
 
 # What each generated sample holds: raw rows, conversations, and the planted bad rows by reason.
 EXPECTED = {
@@ -134,9 +134,9 @@ def test_special_tokens_and_stray_symbols_are_removed(normalized, fetched):
 
 
 def test_sample_ids_are_stable_across_refetch_and_reordering(normalized, fetched, tmp_path):
-    from assets.media import MediaResolver
-    from assets.normalize import normalize_source
-    from assets.registry import get_source
+    from assets.contract.media import MediaResolver
+    from assets.chatml.normalize import normalize_source
+    from assets.sources.registry import get_source
 
     spec = get_source("llava_instruct")
     rows = pq.read_table(fetched["llava_instruct"].data_path).to_pylist()
@@ -148,8 +148,8 @@ def test_sample_ids_are_stable_across_refetch_and_reordering(normalized, fetched
 @pytest.mark.parametrize("name", ["llava_video", "mantis", "longalign_10k"])
 def test_max_rows_streams_only_the_first_rows(fetched, name, tmp_path):
     """The streaming path a user takes against a huge hub source, on the local sample."""
-    from assets.hub import HubSettings, load_rows
-    from assets.registry import get_source
+    from assets.sources.hub import HubSettings, load_rows
+    from assets.sources.registry import get_source
 
     spec = get_source(name)
     full = pq.read_table(fetched[name].data_path).to_pylist()

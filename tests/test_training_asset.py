@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.training import checkpoint
-from pipelines.resources import DataStore
+from assets.defs.checkpoint import checkpoint
+from assets.defs.resources import DataStore
 from training.modeling import weights_fingerprint
-from training.position_methods import load_with_position_method, read_position_method
+from training.positions.apply import load_with_position_method, read_position_method
 
 
 def _collator_available() -> bool:

@@ -17,7 +17,7 @@ from training.ds import SHIPPED, resolve_deepspeed_config, shipped_config
 from training.launch import LaunchConfig, build_command
 from training.plan import PlanError, plan_stage
 from training.recipes import Recipe
-from training.trainer import lr_factor
+from training.optim import lr_factor
 
 MROPE = {"rope": {"method": "mrope++", "original_length": 8192, "target_length": 32768}}
 

@@ -13,7 +13,7 @@ from training.config import TrainConfig
 from training.data import load_batch_file, save_batch_file
 from training.loss import CausalLMLoss
 from training.modeling import add_lora, count_params, freeze_vision, load_model, vision_module, weights_fingerprint
-from training.position_methods import load_with_position_method, read_position_method
+from training.positions.apply import load_with_position_method, read_position_method
 from training.processor import load_processor
 from training.state import latest_state, read_trainer_state
 from training.trainer import train

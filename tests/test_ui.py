@@ -156,7 +156,7 @@ def test_ui_serves_the_same_graph_as_the_definitions(ui_nodes):
 
 
 def test_ui_lineage_follows_the_giraffe_path(ui_nodes):
-    from assets.registry import SOURCES
+    from assets.sources.registry import SOURCES
 
     present = {_stage(k) for k in ui_nodes}
     missing = [s for s in LINEAGE_PATH if s not in present]

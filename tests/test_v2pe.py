@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training.v2pe import (
+from training.positions.v2pe import (
     V2PE_TRAIN_DELTAS,
     DeltaSampler,
     V2PEConfig,

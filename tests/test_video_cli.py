@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from assets.embedded.media import encode_video
+from assets.sources.embedded.media import encode_video
 from pipelines.cli import main
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from assets.chat_template import VIDEO_PLACEHOLDER
-from assets.embedded.media import encode_video
-from assets.hybrid import paper_token_formula
-from assets.video_decode import (
+from assets.contract.chat_template import VIDEO_PLACEHOLDER
+from assets.sources.embedded.media import encode_video
+from assets.video.hybrid import paper_token_formula
+from assets.video.decode import (
     DecodeError,
     baseline_frames,
     probe_ffmpeg,
@@ -17,8 +17,9 @@ from assets.video_decode import (
     sample_video,
     split_spans,
 )
-from assets.video_inputs import expand_videos, mm_token_type_ids, normalize_frames, patchify, video_pixel_values
-from assets.video_plan import HybridConfig, PlanError, VideoSamplingConfig
+from assets.video.inputs import expand_videos, mm_token_type_ids, normalize_frames, patchify, video_pixel_values
+from assets.video.plan import VideoSamplingConfig
+from assets.video.grid import HybridConfig, PlanError
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 
@@ -72,7 +73,7 @@ def test_video_split_across_processes_gives_the_baseline_frames(clips):
 
 
 def test_a_failure_in_another_span_is_raised_not_lost(clips, monkeypatch):
-    import assets.video_decode as vd
+    import assets.video.decode as vd
 
     head = vd.open_reader(clips["long"])  # the caller's span reads with this one
 
@@ -136,7 +137,7 @@ def test_patchify_is_pixel_equal_to_the_image_processor(clips):
 
 
 def test_hybrid_token_count_matches_the_paper_formula():
-    from assets.video_plan import plan_video
+    from assets.video.plan import plan_video
 
     h = HybridConfig(4, 240, 3, min_frames=0)
     plan = plan_video(120 * 30, 30.0, 720, 1280, VideoSamplingConfig(hybrid=h))  # 240 frames, 120 patches
@@ -181,6 +182,6 @@ def test_tiny_model_forward_on_a_hybrid_video(clips, processor, tiny_model_dir):
 
 def test_plan_errors_surface_as_plan_error_reasons():
     with pytest.raises(PlanError):
-        from assets.video_plan import plan_video
+        from assets.video.plan import plan_video
 
         plan_video(0, 30.0, 120, 160)

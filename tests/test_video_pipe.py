@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.embedded.media import encode_video
-from assets.video_decode import baseline_frames, ffmpeg_exe, open_reader, resize_frame, sample_video
-from assets.video_pipe import PipeMismatch, read_frames_pipe, select_expression
-from assets.video_plan import VideoSamplingConfig
+from assets.sources.embedded.media import encode_video
+from assets.video.decode import baseline_frames, ffmpeg_exe, open_reader, resize_frame, sample_video
+from assets.video.pipe import PipeMismatch, read_frames_pipe, select_expression
+from assets.video.plan import VideoSamplingConfig
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 
@@ -140,7 +140,7 @@ def test_decoder_decord_skips_the_pipe_and_gives_the_same_frames(clips):
 
 
 def test_the_stage_records_the_decoder(clips, tmp_path):
-    from assets.video_frames import sample_to_shard
+    from assets.video.frames import sample_to_shard
 
     row = sample_to_shard(str(clips["h264"]), NO_HYBRID, str(tmp_path))
     assert row["status"] == "ok" and row["decoder"] == "ffmpeg-pipe"

@@ -5,17 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from assets.video_plan import (
-    VIDEO_MIN_PIXELS,
-    HybridConfig,
-    PlanError,
-    VideoSamplingConfig,
-    frame_indices,
-    frame_max_pixels,
-    plan_video,
-    sample_count,
-    smart_resize,
-)
+from assets.video.plan import VideoSamplingConfig, frame_indices, frame_max_pixels, plan_video, sample_count
+from assets.video.grid import VIDEO_MIN_PIXELS, HybridConfig, PlanError, smart_resize
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 
@@ -156,7 +147,7 @@ def test_hybrid_is_off_for_short_videos_and_on_above_512_frames():
 
 
 def test_hybrid_sizes_are_capped_at_the_native_resolution():
-    from assets.hybrid import native_size
+    from assets.video.hybrid import native_size
 
     n = 600  # 300 s at 30 fps -> 600 frames: hybrid on
     tiny = plan_video(n // 2 * 30, 30.0, 120, 160, VideoSamplingConfig())

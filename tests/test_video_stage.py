@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.chat_template import render_chatml
-from assets.conversation import CONVERSATION_SCHEMA
-from assets.token_count import TokenCounter, count_table, video_token_mismatches
-from assets.video_decode import baseline_frames
-from assets.video_frames import VideoFramesConfig, read_frames, run_video_frames, video_refs
-from assets.video_inputs import expand_videos
-from assets.video_plan import VideoSamplingConfig
+from assets.contract.chat_template import render_chatml
+from assets.contract.conversation import CONVERSATION_SCHEMA
+from assets.tokens.count import TokenCounter, count_table, video_token_mismatches
+from assets.video.decode import baseline_frames
+from assets.video.frames import VideoFramesConfig, read_frames, run_video_frames, video_refs
+from assets.video.inputs import expand_videos
+from assets.video.plan import VideoSamplingConfig
 
 VIDEO_SOURCES = ("sharegpt4v", "llava_video", "mlvu")
 
@@ -81,7 +81,7 @@ def test_rerun_is_incremental(stage, tmp_path):
     # same bytes elsewhere: same key, still cached; other settings: a new key
     moved = tmp_path / "copy.mp4"
     shutil.copy(refs[0].path, moved)
-    from assets.video_frames import sample_to_shard
+    from assets.video.frames import sample_to_shard
 
     row = sample_to_shard(str(moved), VideoSamplingConfig(), str(out / "frames"))
     assert row["cached"] and row["video_key"] == first.videos[0]["video_key"]

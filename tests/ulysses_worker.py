@@ -20,7 +20,7 @@ def main(model_dir: str, batch_file: str, out: str) -> None:
     from training.data import load_batch_file
     from training.distributed import cpu_deepspeed_without_shm_kernel
     from training.loss import CausalLMLoss
-    from training.position_methods import apply_position_method
+    from training.positions.apply import apply_position_method
     from training.ulysses import enable_ulysses
 
     cpu_deepspeed_without_shm_kernel()

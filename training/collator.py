@@ -2,7 +2,7 @@
 
 For every sample of a sequence row the collator resolves the conversation
 (``chatml/<source>/conversations.parquet``) and its media, and builds exactly the tokens that
-``assets.token_count.TokenCounter`` counted: the ChatML rendering (``render_chatml``, checked
+``assets.tokens.count.TokenCounter`` counted: the ChatML rendering (``render_chatml``, checked
 equal to the model's chat template elsewhere) tokenised once, each image pad grown to the
 image's merged-token count and each video placeholder replaced by one
 ``<|vision_start|><|video_pad|>*k<|vision_end|>`` block per grid row. The length is checked
@@ -18,10 +18,10 @@ next sample's first token.
 Pixels: images through the processor's own image processor (the same resize rule
 ``TokenCounter`` used on the file's size; the grid is checked against the token count), videos
 from the ``video_frames`` stage's PNG frames, normalised and patchified with
-``assets.video_inputs`` (pixel-equal to transformers, tested there).
+``assets.video.inputs`` (pixel-equal to transformers, tested there).
 
 Attention: ``training.packed_attention`` (which kwargs keep samples apart, per backend);
-positions: ``training.packed_positions``.
+positions: ``training.positions.packed``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from assets.chat_template import (
+from assets.contract.chat_template import (
     DEFAULT_SYSTEM_PROMPT,
     IM_END,
     IM_START,
@@ -50,7 +50,7 @@ from assets.chat_template import (
     VISION_START,
     render_chatml,
 )
-from assets.video_inputs import video_pixel_values
+from assets.video.inputs import video_pixel_values
 from training.packed_attention import (  # noqa: F401  (re-exported: the trainer imports them from here)
     PACKED_ATTENTION,
     block_diagonal_causal_mask,
@@ -58,7 +58,7 @@ from training.packed_attention import (  # noqa: F401  (re-exported: the trainer
     isolated_attention_kwargs,
     register_packed_attention,
 )
-from training.packed_positions import MODES, PackedPositions, PositionRule, StockMRoPE, packed_position_ids
+from training.positions.packed import MODES, PackedPositions, PositionRule, StockMRoPE, packed_position_ids
 
 IGNORE_INDEX = -100
 SEQUENCE_COLUMNS = ("seq_id", "mode", "sample_ids", "sources", "lengths")
@@ -381,7 +381,7 @@ class PackedBatchBuilder:
     """Turns a packed sequence row into a :class:`PackedBatch`.
 
     ``mode`` overrides the row's mode (None = the row's). ``position_fn`` is a position rule
-    from ``training.packed_positions`` (stock by default; ``position_rule_for_model(model)``
+    from ``training.positions.packed`` (stock by default; ``position_rule_for_model(model)``
     for V2PE). ``attn_implementation`` is the model's (``model.config._attn_implementation``):
     it only matters with ``explicit_mask``.
     """

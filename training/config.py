@@ -193,7 +193,7 @@ def _check_method(method: dict[str, Any] | None, problems: list[str]) -> None:
     if extra:
         problems.append(f"method has unknown keys {extra}; a position method has 'rope' and/or 'v2pe'")
         return
-    from training.position_methods import as_position_method
+    from training.positions.apply import as_position_method
 
     try:
         as_position_method(method)

@@ -61,7 +61,7 @@ class PackedSource(Sequence):
                 kwargs["attn_implementation"] = base.config._attn_implementation
             if "position_fn" in accepted:
                 try:
-                    from training.packed_positions import position_rule_for_model
+                    from training.positions.packed import position_rule_for_model
                 except ImportError:
                     pass
                 else:

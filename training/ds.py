@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from training.config import TrainConfig
+from training.optim import build_optimizer, build_scheduler
 from training.state import STATE_FILE, TrainerState, read_trainer_state, rng_state, set_rng_state, state_dirs
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -77,7 +78,6 @@ def deepspeed_engine(model, cfg: TrainConfig, info):
     import deepspeed
 
     from training.modeling import resolve_attn_implementation, resolve_dtype
-    from training.trainer import build_optimizer, build_scheduler
 
     ds_config = resolve_deepspeed_config(cfg, info.world_size, resolve_dtype(cfg, info.device))
     mpu = None

@@ -61,7 +61,7 @@ def load_model(cfg: TrainConfig, device: torch.device):
     The configured method replaces a recorded one (frequencies are computed from the stock
     base, so nothing stacks); None keeps what the checkpoint records.
     """
-    from training.position_methods import apply_position_method, load_with_position_method
+    from training.positions.apply import apply_position_method, load_with_position_method
 
     model = load_with_position_method(
         cfg.model_path,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.packed_positions import PackedPositions
+from training.positions.packed import PackedPositions
 
 PACKED_ATTENTION = "giraffe_packed"
 FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3", "flash_attention_4")

@@ -36,7 +36,7 @@ class StagePlan:
 
 
 def checkpoint_final_dir(data_root: Path, recipe: str, stage: str) -> Path:
-    """Same layout as ``pipelines.partitions.checkpoint_dir`` (kept Dagster-free here)."""
+    """Same layout as ``assets.defs.partitions.checkpoint_dir`` (kept Dagster-free here)."""
     return Path(data_root) / "checkpoints" / recipe / stage / "final"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
-from assets.chat_template import qwen2_vl_chat_template
+from assets.contract.chat_template import qwen2_vl_chat_template
 
 
 class _Unavailable:

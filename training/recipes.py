@@ -51,7 +51,7 @@ def previous_stage(stage: str, stages: list[str] | tuple[str, ...]) -> str | Non
 @dataclass(frozen=True)
 class Recipe:
     """One progressive extension run. ``method`` is a position-method dict as
-    ``training.position_methods.as_position_method`` reads it; ``base_model`` is either
+    ``training.positions.apply.as_position_method`` reads it; ``base_model`` is either
     ``"model/base"`` (the pipeline's base model asset) or a hub id / local path."""
 
     name: str

@@ -7,10 +7,10 @@ The job knows Dagster only through ``dagster_pipes``; without the Pipes environm
 
 from __future__ import annotations
 
-import base64
-import io
 import sys
 from typing import Any
+
+from assets.contract.markdown import figure_png, pyplot
 
 
 def pipes_active() -> bool:
@@ -77,12 +77,7 @@ def json_value(value: Any) -> dict[str, Any]:
 
 def loss_curve_png(losses: list[tuple[int, float]], title: str = "training loss") -> bytes:
     """The loss curve as PNG bytes (matplotlib Agg: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
+    fig, ax = pyplot().subplots(figsize=(5, 3), dpi=80)
     if losses:
         steps, values = zip(*losses)
         ax.plot(steps, values, marker="o", markersize=3, color="#4a78c2")
@@ -90,12 +85,4 @@ def loss_curve_png(losses: list[tuple[int, float]], title: str = "training loss"
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def png_markdown(png: bytes, title: str) -> str:
-    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return figure_png(fig)

@@ -97,7 +97,7 @@ def set_rng_state(state: dict[str, Any], model=None) -> None:
 
 
 def _v2pe_samplers(model):
-    from training.position_methods import V2PERopeIndex
+    from training.positions.apply import V2PERopeIndex
 
     for name, module in model.named_modules():
         index = module.__dict__.get("get_rope_index")

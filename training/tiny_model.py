@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from assets.chat_template import QWEN2_VL_SPECIAL_TOKENS, qwen2_vl_chat_template
+from assets.contract.chat_template import QWEN2_VL_SPECIAL_TOKENS, qwen2_vl_chat_template
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ processor files beside it) to ``<output>/final``.
 from __future__ import annotations
 
 import json
-import math
 import resource
 import shutil
 import time
@@ -24,10 +23,12 @@ from typing import Any
 
 import torch
 
+from assets.contract.markdown import png_markdown
 from training import distributed
 from training.config import TrainConfig, validate
 from training.data import batch_tokens, make_batches, model_inputs
 from training.loss import CausalLMLoss
+from training.optim import build_optimizer, build_scheduler
 from training.modeling import (
     add_lora,
     count_params,
@@ -43,46 +44,10 @@ from training.modeling import (
     unwrap,
     weights_fingerprint,
 )
-from training.report import Reporter, json_value, loss_curve_png, md, path_value, png_markdown
+from training.report import Reporter, json_value, loss_curve_png, md, path_value
 from training.state import TrainerState, latest_state, load_state, read_trainer_state, save_state
 
 REPORT_FILE = "training_report.json"
-
-
-# -- schedule ---------------------------------------------------------------------------------
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
-
-    Linear warmup over ``warmup_steps`` (the first step already uses 1/warmup, never 0), then
-    cosine or linear decay from 1 towards ``min_lr_ratio`` (reached one step after the last), or constant.
-    """
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)  # the last step still learns (never 0)
-    if cfg.lr_schedule == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        shape = 1.0 - progress
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
-
-
-def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and other 1-D parameters."""
-    decay, no_decay = [], []
-    for _, p in unwrap(model).named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=(0.9, 0.95), eps=1e-8)
-
-
-def build_scheduler(optimizer, cfg: TrainConfig):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
 
 
 # -- result ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 lmms-eval's ``Qwen2_VL`` loads the weights with a plain ``from_pretrained``, which keeps the
 method recorded in ``config.giraffe_position_method`` but not its behaviour (new frequencies,
 V2PE positions). This subclass re-applies it right after loading, exactly as
-``training.position_methods.load_with_position_method`` does, so M-RoPE++ / V2PE / PI / NTK /
+``training.positions.apply.load_with_position_method`` does, so M-RoPE++ / V2PE / PI / NTK /
 YaRN checkpoints are scored with the positions they were trained with. Everything else
 (prompting, frame sampling, batching) is lmms-eval's own.
 """
@@ -15,7 +15,7 @@ try:  # lmms-eval >= 0.4 keeps "simple" models in a subpackage
 except ImportError:  # lmms-eval 0.3
     from lmms_eval.models.qwen2_vl import Qwen2_VL
 
-from training.position_methods import apply_position_method, read_position_method
+from training.positions.apply import apply_position_method, read_position_method
 
 
 class GiraffeQwen2VL(Qwen2_VL):

@@ -1,0 +1,71 @@
+"""Markdown and PNG for the people reading a stage's output: tables, counts, plots inline.
+
+Plain functions (no Dagster), so the data card, the training report and the leaderboard, which
+also write their markdown beside the data, share one way of drawing and embedding a picture.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _cell(value: Any, width: int) -> str:
+    text = str(value).replace("\n", " ").replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, width: int = 80) -> str:
+    if not rows:
+        return "_(no rows)_"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c, ""), width) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def counts_table(counts: Mapping[str, int], key: str = "reason", value: str = "rows") -> str:
+    return markdown_table([{key: k, value: v} for k, v in counts.items()]) if counts else "_(none)_"
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on the hosts that draw plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """A finished figure as PNG bytes; the figure is closed (plots are drawn in long runs)."""
+    plt = pyplot()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    """A PNG as a data URI, so markdown metadata shows it without a file server."""
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
+def png_markdown(png: bytes, title: str) -> str:
+    return f"![{title}]({png_data_uri(png)})"
+
+
+def histogram_md(values: list[int], title: str, xlabel: str) -> str:
+    """A PNG histogram embedded as markdown."""
+    if not values:
+        return "_(no data)_"
+    fig, ax = pyplot().subplots(figsize=(5, 3), dpi=80)
+    ax.hist(values, bins=min(20, max(1, len(set(values)))), color="#4a78c2")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    return png_markdown(figure_png(fig), title)

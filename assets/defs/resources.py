@@ -1,0 +1,62 @@
+"""Dagster resources: where data lives and how sources are fetched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from assets.sources.hub import HubSettings
+
+
+class DataStore(dg.ConfigurableResource):
+    """Root folder of every table and media file the pipeline writes (local path)."""
+
+    root: str = "data"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def stage_dir(self, stage: str, name: str | None = None) -> Path:
+        path = self.path / stage if name is None else self.path / stage / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def embedded_root(self) -> Path:
+        return self.path / "embedded"
+
+
+class SourceHub(dg.ConfigurableResource):
+    """How raw sources are fetched: ``embedded`` (the generated local sample, default) or
+    ``hub`` (the Hugging Face Hub through ``datasets``; set ``HF_TOKEN`` for gated sets)."""
+
+    mode: Literal["embedded", "hub"] = "embedded"
+    token: str | None = None
+    max_rows: int | None = None
+    revision: str | None = None
+    seed: int = 0
+
+    def settings(self) -> HubSettings:
+        return HubSettings(
+            mode=self.mode, token=self.token, max_rows=self.max_rows, revision=self.revision, seed=self.seed
+        )
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources from the environment: ``GIRAFFE_DATA_ROOT``, ``GIRAFFE_SOURCES_MODE``,
+    ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI).
+    ``pipes_subprocess_client`` launches the training job (``assets/defs/checkpoint.py``)."""
+    max_rows = os.environ.get("GIRAFFE_MAX_ROWS")
+    return {
+        "store": DataStore(root=os.environ.get("GIRAFFE_DATA_ROOT", str(Path.cwd() / "data"))),
+        "hub": SourceHub(
+            mode=os.environ.get("GIRAFFE_SOURCES_MODE", "embedded"),  # type: ignore[arg-type]
+            token=dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None,
+            max_rows=int(max_rows) if max_rows else None,
+        ),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }

@@ -1,0 +1,119 @@
+"""token_counts asset: exact length of every ChatML sample (a thin wrapper over ``token_count``)."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.defs.chatml import chatml_key
+from assets.contract.conversation import REJECTED_SCHEMA
+from assets.contract.markdown import counts_table, markdown_table
+from assets.defs.metadata import column_schema
+from assets.defs.model import BASE_MODEL_KEY
+from assets.sources.registry import SOURCES
+from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
+from assets.defs.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
+from assets.defs.resources import DataStore
+
+TOKEN_COUNTS_KEY = dg.AssetKey([STAGE])
+# Bump when counting changes (data version = hash(code version, input data versions)).
+TOKEN_COUNTS_CODE_VERSION = "1"
+
+
+def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
+    """(sample_id, video_no) -> grid rows, or (reason, detail) for a rejected video."""
+    if not (video_dir / "samples.parquet").is_file():
+        return {}
+    videos = {v["video_key"]: v for v in pq.read_table(video_dir / "videos.parquet").to_pylist()}
+    out: dict[tuple[str, int], object] = {}
+    for s in pq.read_table(video_dir / "samples.parquet").to_pylist():
+        v = videos.get(s["video_key"])
+        if v is None:
+            out[(s["sample_id"], s["video_no"])] = ("missing", "video not in videos.parquet")
+        elif v["status"] != "ok":
+            out[(s["sample_id"], s["video_no"])] = (v["reason"], v["detail"])
+        else:
+            out[(s["sample_id"], s["video_no"])] = json.loads(v["grids"])
+    return out
+
+
+@dg.asset(
+    key=TOKEN_COUNTS_KEY,
+    deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s.name) for s in SOURCES]],
+    group_name=VIDEO_GROUP,
+    code_version=TOKEN_COUNTS_CODE_VERSION,
+    kinds={"parquet", "transformers"},
+    description="Exact token length of every ChatML sample with the base model's processor and chat "
+    "template: text + image tokens from image grids + video tokens from the frame plans.",
+    check_specs=[
+        dg.AssetCheckSpec("video_tokens_match_frames", asset=TOKEN_COUNTS_KEY,
+                          description="every sample's video tokens = sum of its videos' visual_tokens in "
+                          "video_frames/videos.parquet (the video_frames -> token_counts edge)"),
+        dg.AssetCheckSpec("no_sample_lost", asset=TOKEN_COUNTS_KEY,
+                          description="ChatML conversations in = samples counted + samples rejected"),
+    ],
+)
+def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.MaterializeResult:
+    from training.processor import load_processor
+
+    processor = load_processor(store.stage_dir("model", "base"))
+    counter = TokenCounter(processor, video_plans(store.stage_dir("video_frames")))
+    counts, rejected = [], []
+    conversations = 0
+    for spec in SOURCES:
+        path = store.stage_dir("chatml", spec.name) / "conversations.parquet"
+        if path.is_file():
+            rows = pq.read_table(path).to_pylist()
+            conversations += len(rows)
+            c, r = count_table(rows, counter)
+            counts += c
+            rejected += r
+    video_dir = store.stage_dir("video_frames")
+    frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
+    if all(p.is_file() for p in frame_tables):
+        samples, videos = (pq.read_table(p).to_pylist() for p in frame_tables)
+    else:
+        samples, videos = [], []
+    mismatched = video_token_mismatches(counts, samples, videos)
+    out = store.stage_dir(STAGE)
+    pq.write_table(pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), out / "token_counts.parquet")
+    pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    by_source: dict[str, dict] = {}
+    for c in counts:
+        s = by_source.setdefault(c["source"], {"source": c["source"], "samples": 0, "tokens": 0, "max": 0})
+        s["samples"] += 1
+        s["tokens"] += c["n_tokens"]
+        s["max"] = max(s["max"], c["n_tokens"])
+    context.log.info(f"{len(counts)} samples counted, {len(rejected)} rejected {reasons}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(counts),
+            "dagster/column_schema": column_schema(COUNT_SCHEMA),
+            "rejected": len(rejected),
+            "total_tokens": sum(c["n_tokens"] for c in counts),
+            "video_tokens": sum(c["n_video_tokens"] for c in counts),
+            "image_tokens": sum(c["n_image_tokens"] for c in counts),
+            "by_source": dg.MetadataValue.md(markdown_table(list(by_source.values()))),
+            "rejects_by_reason": dg.MetadataValue.md(counts_table(dict(sorted(reasons.items())))),
+            "rejected_rows": dg.MetadataValue.md(markdown_table(rejected[:20], ["sample_id", "source", "reason", "detail"], width=90)),
+            "tokens_per_sample": dg.MetadataValue.md(histogram_md([c["n_tokens"] for c in counts], "tokens per sample", "tokens")),
+            "path": dg.MetadataValue.path(str(out / "token_counts.parquet")),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="video_tokens_match_frames", passed=not mismatched,
+                metadata={"samples_with_video": sum(1 for c in counts if c["n_videos"]), "mismatched": len(mismatched),
+                          "first_mismatches": dg.MetadataValue.md(markdown_table(mismatched[:10]) if mismatched else "_(none)_")},
+            ),
+            dg.AssetCheckResult(
+                check_name="no_sample_lost", passed=conversations == len(counts) + len(rejected),
+                metadata={"conversations": conversations, "counted": len(counts), "rejected": len(rejected)},
+            ),
+        ],
+    )

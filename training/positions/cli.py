@@ -1,0 +1,133 @@
+"""``giraffe rope``: print (and optionally plot) what a position method does to each pair.
+
+The JSON lists, per rotary pair, its M-RoPE axis, the stock inverse frequency, the method's
+inverse frequency and their ratio, so a method can be checked by eye before any training:
+PI is ``1/s`` everywhere, M-RoPE++ is ``1`` on temporal pairs, a ramp on height pairs and
+``1/s`` on width pairs, and so on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+# The method names, spelled here so that building the ``giraffe`` parser does not import torch
+# (tests check this equals ``training.positions.rope.METHOD_NAMES``).
+METHOD_CHOICES: tuple[str, ...] = ("none", "base", "pi", "ntk", "yarn", "mrope++")
+
+
+def _section(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mrope-section wants comma-separated integers, got {text!r}") from None
+
+
+def add_rope_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``rope`` sub-command on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser("rope", help="per-pair inverse frequencies of a position-extension method (JSON)")
+    p.add_argument("--method", default="mrope++", choices=[*METHOD_CHOICES, "all"])
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--base", type=float, default=1_000_000.0, help="the model's rope base (rope_theta)")
+    p.add_argument("--mrope-section", type=_section, default=(16, 24, 24), help="e.g. 16,24,24")
+    p.add_argument("--original-length", type=int, default=8192, help="L_V, the original visual context length")
+    p.add_argument("--target-length", type=int, default=32768, help="L', the extended length")
+    p.add_argument("--new-base", type=float, help="rope base for method 'base'")
+    p.add_argument("--plot", help="write a PNG of scale vs pair index here")
+    p.set_defaults(func=cmd_rope)
+    return p
+
+
+def describe(cfg, shape) -> dict[str, Any]:
+    """The JSON-ready description of one method (RopeMethodConfig) on one RotaryShape."""
+    from training.positions.rope import compute_frequencies
+
+    freqs = compute_frequencies(cfg, shape)
+    scale = freqs.scale.tolist()
+    return {
+        "method": cfg.method,
+        "head_dim": shape.head_dim,
+        "base": shape.base,
+        "mrope_section": list(shape.mrope_section),
+        "original_length": cfg.original_length,
+        "target_length": cfg.target_length,
+        "new_base": cfg.new_base,
+        "s": cfg.scale,
+        "attention_scaling": freqs.attention_scaling,
+        "pairs": [
+            {
+                "pair": j,
+                "paper_d": j + 1,
+                "axis": freqs.axes[j],
+                "base_inv_freq": float(freqs.base_inv_freq[j]),
+                "inv_freq": float(freqs.inv_freq[j]),
+                "scale": scale[j],
+            }
+            for j in range(shape.n_pairs)
+        ],
+    }
+
+
+def plot_scales(results: list[dict[str, Any]], out_path: str) -> None:
+    """Scale (new / stock frequency, log axis) against pair index, sections shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    section = results[0]["mrope_section"]
+    start = 0
+    for i, n in enumerate(section):
+        ax.axvspan(start - 0.5, start + n - 0.5, alpha=0.08 * (i + 1), color="grey", lw=0)
+        ax.text(start + n / 2 - 0.5, 1.02, "thw"[i % 3], transform=ax.get_xaxis_transform(), ha="center")
+        start += n
+    for r in results:
+        ax.plot([p["pair"] for p in r["pairs"]], [p["scale"] for p in r["pairs"]], marker=".", label=r["method"])
+    ax.set_yscale("log")
+    ax.set_xlabel("pair index j (paper d = j + 1)")
+    ax.set_ylabel("inv_freq / stock inv_freq")
+    first = results[0]
+    ax.set_title(
+        f"head_dim {first['head_dim']}, base {first['base']:g}, "
+        f"L_V {first['original_length']} -> L' {first['target_length']}",
+        fontsize=10,
+        pad=18,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_rope(args: argparse.Namespace) -> int:
+    import sys
+
+    from training.positions.rope import RopeMethodConfig, RotaryShape
+
+    if args.method == "all":  # 'base' only when a new base is given
+        names = [m for m in METHOD_CHOICES if m != "base" or args.new_base is not None]
+    else:
+        names = [args.method]
+    try:
+        shape = RotaryShape(head_dim=args.head_dim, base=args.base, mrope_section=args.mrope_section)
+        results = [
+            describe(
+                RopeMethodConfig(
+                    method=name,
+                    original_length=args.original_length,
+                    target_length=args.target_length,
+                    new_base=args.new_base,
+                ),
+                shape,
+            )
+            for name in names
+        ]
+    except ValueError as exc:
+        print(f"giraffe rope: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(results[0] if len(results) == 1 else {"methods": results}, indent=2))
+    if args.plot:
+        plot_scales(results, args.plot)
+    return 0
