@@ -44,8 +44,8 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
-from assets.video.plan import VideoSamplingConfig
 from assets.video.grid import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VIDEO_TOTAL_PIXELS, HybridConfig
+from assets.video.plan import VideoSamplingConfig
 from eval.items import EvalItem
 from eval.parsing import parse_answer
 
@@ -175,8 +175,8 @@ class Runner:
         if self._video_cache and self._video_cache[0] == path:
             return self._video_cache[1]
         from assets.video.decode import DecodeError, sample_video
-        from assets.video.inputs import video_pixel_values
         from assets.video.grid import PlanError
+        from assets.video.inputs import video_pixel_values
 
         try:
             sampled = sample_video(path, self.cfg.video.sampling())

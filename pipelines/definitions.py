@@ -5,16 +5,16 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.defs.chatml import chatml_assets
+from assets.defs.checkpoint import checkpoint
 from assets.defs.evaluation import evaluation_assets
 from assets.defs.model import base_model
 from assets.defs.packing import packing_assets
+from assets.defs.resources import default_resources
 from assets.defs.sources import raw_assets
 from assets.defs.tokens import token_counts
-from assets.defs.checkpoint import checkpoint
 from assets.defs.video import video_frames
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import all_jobs
-from assets.defs.resources import default_resources
 from pipelines.schedules import nightly_refresh_schedule
 
 

@@ -13,14 +13,14 @@ import json
 import os
 import sys
 
-from assets.video.plan import VideoSamplingConfig
 from assets.video.grid import VIDEO_MAX_PIXELS, HybridConfig
+from assets.video.plan import VideoSamplingConfig
 
 
 def cmd_video_plan(args: argparse.Namespace) -> int:
     from assets.video.decode import DecodeError, VideoMeta, open_reader, probe, probe_ffmpeg
-    from assets.video.plan import plan_video
     from assets.video.grid import PlanError
+    from assets.video.plan import plan_video
 
     if args.hybrid:
         try:

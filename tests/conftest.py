@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from assets.sources.hub import HubSettings, fetch_source
-from assets.contract.media import MediaResolver
 from assets.chatml.normalize import normalize_source
+from assets.contract.media import MediaResolver
+from assets.sources.hub import HubSettings, fetch_source
 from assets.sources.registry import SOURCES
 
 

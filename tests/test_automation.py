@@ -7,11 +7,11 @@ import dagster as dg
 import pytest
 
 from assets.defs.chatml import chatml_key
-from assets.sources.registry import SOURCES
+from assets.defs.resources import DataStore, SourceHub
 from assets.defs.sources import raw_key
+from assets.sources.registry import SOURCES
 from pipelines.automation import AUTOMATION_SENSOR_NAME, condition_for
 from pipelines.definitions import build_definitions
-from assets.defs.resources import DataStore, SourceHub
 from pipelines.schedules import DEFAULT_REFRESH_CRON, REFRESH_SCHEDULE_NAME, nightly_refresh_schedule
 
 # evaluate_automation_conditions itself selects with a beta parameter.
@@ -158,9 +158,9 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
     """The stages still to come, as stand-ins with the planned keys and partitions: a changed
     token count re-packs every stage and re-mixes it, training waits for a person, and a new
     checkpoint partition is evaluated (that partition only) and ranked."""
-    from pipelines.automation import apply_automation
     from assets.defs.partitions import CHECKPOINT_KEY, STAGES, checkpoint_partitions, stage_partitions
     from assets.defs.pools import GPU_POOL
+    from pipelines.automation import apply_automation
 
     @dg.asset(key=TOKEN_COUNTS)
     def counts(): ...

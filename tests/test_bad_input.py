@@ -8,10 +8,10 @@ import zipfile
 import pytest
 from PIL import Image
 
-from assets.contract.cleaning import clean_text
-from assets.sources.hub import unpack_archives
-from assets.contract.media import MediaResolver
 from assets.chatml.normalize import accounting, normalize_source
+from assets.contract.cleaning import clean_text
+from assets.contract.media import MediaResolver
+from assets.sources.hub import unpack_archives
 from assets.sources.registry import get_source
 
 

@@ -17,12 +17,12 @@ from transformers import Qwen2VLForConditionalGeneration
 from assets.contract.chat_template import IM_END, render_chatml
 from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.media import RejectRow
-from assets.tokens.count import TokenCounter
 from assets.defs.tokens import video_plans
+from assets.tokens.count import TokenCounter
 from assets.video.frames import VideoFramesConfig, read_frames, run_video_frames, video_refs
+from assets.video.grid import HybridConfig
 from assets.video.inputs import expand_videos, video_pixel_values
 from assets.video.plan import VideoSamplingConfig
-from assets.video.grid import HybridConfig
 from training.collator import (
     IGNORE_INDEX,
     PACKED_ATTENTION,
@@ -38,8 +38,8 @@ from training.collator import (
     load_packed_rows,
     register_packed_attention,
 )
-from training.positions.packed import position_rule_for_model
 from training.positions.apply import PositionMethodConfig, apply_position_method
+from training.positions.packed import position_rule_for_model
 from training.positions.v2pe import V2PEConfig
 
 

@@ -22,10 +22,10 @@ from assets.defs.evaluation import (
     leaderboard,
 )
 from assets.defs.model import BASE_MODEL_KEY
-from eval.benchmarks import BENCHMARKS
-from eval.lmms import lmms_eval_available
 from assets.defs.partitions import CHECKPOINT_KEY, RECIPES, checkpoint_dir, checkpoint_partitions
 from assets.defs.resources import DataStore, SourceHub
+from eval.benchmarks import BENCHMARKS
+from eval.lmms import lmms_eval_available
 
 PARTITIONS = ["mrope_pp|8k", "v2pe|8k"]
 SMALL = {

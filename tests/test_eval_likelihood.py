@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from eval.items import CHOICE, YES_NO, EvalItem
-from eval.runner import YES_NO_CANDIDATES, Runner, RunConfig
+from eval.runner import YES_NO_CANDIDATES, RunConfig, Runner
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from assets.sources.embedded.media import encode_video
 from eval.items import CHOICE, YES_NO, EvalItem
-from eval.runner import Runner, RunConfig, VideoEvalConfig
+from eval.runner import RunConfig, Runner, VideoEvalConfig
 from training.positions.apply import V2PERopeIndex, apply_position_method, load_with_position_method
 from training.positions.v2pe import V2PEConfig
 

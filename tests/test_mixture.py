@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from assets.defs.partitions import STAGE_CAPACITIES, STAGES
 from assets.mixture.mix import achieved_shares, build_mixture, check_shares, choose, ipf, max_sequence_tokens, plan_mixture
 from assets.packing.stage import pack_stage
-from assets.defs.partitions import STAGE_CAPACITIES, STAGES
 
 TARGETS = {"long_text": 0.20, "short_image": 0.25, "interleave": 0.25, "video": 0.30}
 

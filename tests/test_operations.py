@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.defs.sources import DOWNLOAD_RETRY, raw_assets
 from assets.defs.pools import GPU_POOL, apply_pool_limits
+from assets.defs.sources import DOWNLOAD_RETRY, raw_assets
 
 PROJECT_YAML = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
 

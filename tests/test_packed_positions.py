@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import Qwen2VLForConditionalGeneration
 
+from training.positions.apply import PositionMethodConfig, apply_position_method
 from training.positions.packed import (
     StockMRoPE,
     V2PEMRoPE,
@@ -18,7 +19,6 @@ from training.positions.packed import (
     position_rule_from_method,
     stock_mrope_positions,
 )
-from training.positions.apply import PositionMethodConfig, apply_position_method
 from training.positions.v2pe import DeltaSampler, V2PEConfig, v2pe_mrope_positions
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.chatml.normalize import accounting
+from assets.contract.conversation import CONVERSATION_SCHEMA
 
 # What each generated sample holds: raw rows, conversations, and the planted bad rows by reason.
 EXPECTED = {
@@ -134,8 +134,8 @@ def test_special_tokens_and_stray_symbols_are_removed(normalized, fetched):
 
 
 def test_sample_ids_are_stable_across_refetch_and_reordering(normalized, fetched, tmp_path):
-    from assets.contract.media import MediaResolver
     from assets.chatml.normalize import normalize_source
+    from assets.contract.media import MediaResolver
     from assets.sources.registry import get_source
 
     spec = get_source("llava_instruct")

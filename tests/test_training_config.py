@@ -15,9 +15,9 @@ import torch
 from training.config import ConfigError, TrainConfig, add_arguments, config_from_args, validate
 from training.ds import SHIPPED, resolve_deepspeed_config, shipped_config
 from training.launch import LaunchConfig, build_command
+from training.optim import lr_factor
 from training.plan import PlanError, plan_stage
 from training.recipes import Recipe
-from training.optim import lr_factor
 
 MROPE = {"rope": {"method": "mrope++", "original_length": 8192, "target_length": 32768}}
 

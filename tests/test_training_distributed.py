@@ -79,7 +79,7 @@ def test_deepspeed_zero3_offload_on_gpu(tiny_model_dir, train_batch_file, tmp_pa
     _run(build_command(LaunchConfig("deepspeed", 1), str(run_json), shipped_config("zero3_offload")))
     report = json.loads((out / "final" / REPORT_FILE).read_text())
     assert report["dtype"] == "bfloat16" and report["peak_memory_kind"].startswith("cuda")
-    from training.positions.apply import load_with_position_method
     from training.modeling import weights_fingerprint
+    from training.positions.apply import load_with_position_method
 
     assert weights_fingerprint(load_with_position_method(out / "final")) == report["weights_fingerprint"]

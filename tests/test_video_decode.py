@@ -8,7 +8,6 @@ import torch
 
 from assets.contract.chat_template import VIDEO_PLACEHOLDER
 from assets.sources.embedded.media import encode_video
-from assets.video.hybrid import paper_token_formula
 from assets.video.decode import (
     DecodeError,
     baseline_frames,
@@ -17,9 +16,10 @@ from assets.video.decode import (
     sample_video,
     split_spans,
 )
+from assets.video.grid import HybridConfig, PlanError
+from assets.video.hybrid import paper_token_formula
 from assets.video.inputs import expand_videos, mm_token_type_ids, normalize_frames, patchify, video_pixel_values
 from assets.video.plan import VideoSamplingConfig
-from assets.video.grid import HybridConfig, PlanError
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from assets.video.plan import VideoSamplingConfig, frame_indices, frame_max_pixels, plan_video, sample_count
 from assets.video.grid import VIDEO_MIN_PIXELS, HybridConfig, PlanError, smart_resize
+from assets.video.plan import VideoSamplingConfig, frame_indices, frame_max_pixels, plan_video, sample_count
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 

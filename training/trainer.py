@@ -28,7 +28,6 @@ from training import distributed
 from training.config import TrainConfig, validate
 from training.data import batch_tokens, make_batches, model_inputs
 from training.loss import CausalLMLoss
-from training.optim import build_optimizer, build_scheduler
 from training.modeling import (
     add_lora,
     count_params,
@@ -44,6 +43,7 @@ from training.modeling import (
     unwrap,
     weights_fingerprint,
 )
+from training.optim import build_optimizer, build_scheduler
 from training.report import Reporter, json_value, loss_curve_png, md, path_value
 from training.state import TrainerState, latest_state, load_state, read_trainer_state, save_state
 

@@ -3,15 +3,15 @@
 
 import dagster as dg
 
+from assets.chatml.normalize import accounting, write_chatml
 from assets.contract.chat_template import render_chatml
 from assets.contract.cleaning import special_tokens_left
 from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
 from assets.defs.metadata import column_schema
-from assets.chatml.normalize import accounting, write_chatml
-from assets.sources.registry import SOURCES, SourceSpec
-from assets.defs.sources import raw_key
 from assets.defs.resources import DataStore
+from assets.defs.sources import raw_key
+from assets.sources.registry import SOURCES, SourceSpec
 
 CHATML_GROUP = "chatml"
 # Bump when the normalisation's output changes: the data version is hash(code version, raw data

@@ -34,6 +34,7 @@ from assets.defs.resources import DataStore
 TRAINING_GROUP = "training"
 MIXTURE_KEY = dg.AssetKey(["etvlm_mixture"])
 from assets.defs.pools import GPU_POOL  # the instance limits this pool to 1
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

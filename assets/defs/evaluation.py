@@ -36,6 +36,8 @@ import pyarrow.parquet as pq
 
 from assets.contract.markdown import counts_table, markdown_table, png_markdown
 from assets.defs.model import BASE_MODEL_KEY
+from assets.defs.partitions import CHECKPOINT_KEY, RECIPES, STAGES, checkpoint_dir, checkpoint_partitions
+from assets.defs.resources import DataStore, SourceHub
 from eval import leaderboard as lb
 from eval import lmms
 from eval.benchmarks import BENCHMARKS, BenchmarkSpec
@@ -44,8 +46,6 @@ from eval.formats import FetchOptions, limit_per_split
 from eval.items import PREDICTION_SCHEMA, EvalItem, read_items
 from eval.runner import RunConfig, Runner, VideoEvalConfig
 from eval.scoring import EFFECTIVE_THRESHOLD, summarize
-from assets.defs.partitions import CHECKPOINT_KEY, RECIPES, STAGES, checkpoint_dir, checkpoint_partitions
-from assets.defs.resources import DataStore, SourceHub
 
 BENCHMARK_GROUP = "benchmarks"
 EVAL_GROUP = "evaluation"

@@ -16,9 +16,12 @@ import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from assets.mixture.data_card import data_card_md, fill_png, png_data_uri
-from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_data_uri
 from assets.defs.metadata import column_schema
+from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
+from assets.defs.resources import DataStore
+from assets.defs.tokens import TOKEN_COUNTS_KEY
+from assets.mixture.data_card import data_card_md, fill_png
 from assets.mixture.mix import (
     DEFAULT_CATEGORY_SHARES,
     DEFAULT_LONG_SHARE,
@@ -35,9 +38,6 @@ from assets.packing.stage import (
     audit_no_truncation,
     pack_stage,
 )
-from assets.defs.tokens import TOKEN_COUNTS_KEY
-from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
-from assets.defs.resources import DataStore
 
 PACKED_KEY = dg.AssetKey(["packed"])
 MIXTURE_KEY = dg.AssetKey(["etvlm_mixture"])

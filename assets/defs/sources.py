@@ -4,10 +4,10 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.sources.hub import fetch_source
 from assets.contract.markdown import markdown_table
-from assets.sources.registry import SOURCES, SourceSpec
 from assets.defs.resources import DataStore, SourceHub
+from assets.sources.hub import fetch_source
+from assets.sources.registry import SOURCES, SourceSpec
 
 RAW_GROUP = "raw_sources"
 DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)

@@ -8,15 +8,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.defs.chatml import chatml_key
 from assets.contract.conversation import REJECTED_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
+from assets.defs.chatml import chatml_key
 from assets.defs.metadata import column_schema
 from assets.defs.model import BASE_MODEL_KEY
+from assets.defs.resources import DataStore
+from assets.defs.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
 from assets.sources.registry import SOURCES
 from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
-from assets.defs.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
-from assets.defs.resources import DataStore
 
 TOKEN_COUNTS_KEY = dg.AssetKey([STAGE])
 # Bump when counting changes (data version = hash(code version, input data versions)).

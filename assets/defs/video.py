@@ -6,13 +6,13 @@ import json
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.defs.chatml import chatml_key
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.defs.chatml import chatml_key
+from assets.defs.resources import DataStore
 from assets.sources.registry import SOURCES
 from assets.video.frames import STAGE, VideoFramesConfig, config_summary, run_video_frames, video_refs
-from assets.video.plan import VideoSamplingConfig
 from assets.video.grid import HybridConfig
-from assets.defs.resources import DataStore
+from assets.video.plan import VideoSamplingConfig
 
 VIDEO_GROUP = "video"
 VIDEO_FRAMES_KEY = dg.AssetKey([STAGE])

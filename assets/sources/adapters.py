@@ -8,8 +8,8 @@ turn order, empty turns, special tokens) run afterwards in ``assets.chatml.norma
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from assets.contract.cleaning import IMAGE_PLACEHOLDERS, VIDEO_PLACEHOLDERS

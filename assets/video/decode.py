@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from assets.video.grid import PlanError
 from assets.video.pipe import PipeMismatch, last_line, read_frames_pipe
 from assets.video.plan import FramePlan, VideoSamplingConfig, plan_video
-from assets.video.grid import PlanError
 
 
 class DecodeError(Exception):

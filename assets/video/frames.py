@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
-from assets.video.plan import VideoSamplingConfig
 from assets.video.grid import HybridConfig, PlanError
+from assets.video.plan import VideoSamplingConfig
 
 STAGE = "video_frames"
 FRAME_SCHEMA = pa.schema(
