@@ -44,52 +44,9 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
-from assets.video.grid import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VIDEO_TOTAL_PIXELS, HybridConfig
 from assets.video.plan import VideoSamplingConfig
 from eval.items import EvalItem
 from eval.parsing import parse_answer
-
-FIXED_COUNT_FPS = 1e9  # with min_frames = max_frames = N, every video yields min(N, its frames)
-
-
-@dataclass(frozen=True)
-class VideoEvalConfig:
-    """How benchmark videos are sampled. ``frames`` set: a fixed count spread uniformly over
-    the video instead of ``fps``. Hybrid resolution applies above ``hybrid_min_frames``."""
-
-    fps: float = 2.0
-    frames: int | None = None
-    max_frames: int = 768
-    min_pixels: int = VIDEO_MIN_PIXELS
-    max_pixels: int = VIDEO_MAX_PIXELS
-    total_pixels: int = VIDEO_TOTAL_PIXELS
-    hybrid: tuple[int, int, float] | None = (4, 240, 3.0)
-    hybrid_min_frames: int = 512
-
-    def sampling(self) -> VideoSamplingConfig:
-        hybrid = None
-        if self.hybrid:
-            L, m, s = self.hybrid
-            hybrid = HybridConfig(int(L), int(m), float(s), min_frames=self.hybrid_min_frames)
-        if self.frames:
-            return VideoSamplingConfig(
-                fps=FIXED_COUNT_FPS,
-                min_frames=self.frames,
-                max_frames=self.frames,
-                min_pixels=self.min_pixels,
-                max_pixels=self.max_pixels,
-                total_pixels=self.total_pixels,
-                hybrid=hybrid,
-            )
-        return VideoSamplingConfig(
-            fps=self.fps,
-            max_frames=self.max_frames,
-            min_pixels=self.min_pixels,
-            max_pixels=self.max_pixels,
-            total_pixels=self.total_pixels,
-            hybrid=hybrid,
-        )
-
 
 ANSWER_MODES = ("generate", "likelihood")
 YES_NO_CANDIDATES = {"yes": "Yes", "no": "No"}
@@ -100,7 +57,8 @@ YES_NO_CANDIDATES = {"yes": "Yes", "no": "No"}
 class RunConfig:
     batch_size: int = 4
     max_new_tokens: int = 8
-    video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
+    video: VideoSamplingConfig = field(default_factory=VideoSamplingConfig)
+    """How benchmark videos are sampled (``VideoSamplingConfig.fixed_count`` for N frames a video)."""
     answer_mode: str = "generate"
     """``"generate"`` (greedy + parsing) or ``"likelihood"`` (argmax candidate log-probability)."""
 
@@ -179,7 +137,7 @@ class Runner:
         from assets.video.inputs import video_pixel_values
 
         try:
-            sampled = sample_video(path, self.cfg.video.sampling())
+            sampled = sample_video(path, self.cfg.video)
         except (DecodeError, PlanError) as exc:
             raise RejectRow(f"video_{exc.reason}", exc.detail) from None
         pixels, grids = video_pixel_values(sampled.frames, sampled.plan.frame_rows, sampled.plan.grids)

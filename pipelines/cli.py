@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from assets.contract.categories import CATEGORIES
 from pipelines.instance import default_home, prepare_home
 from pipelines.pack_cli import add_pack_parser
 from pipelines.train_cli import add_train_parser
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sources", help="print the source registry as JSON")
-    p.add_argument("--category", choices=["long_text", "short_image", "interleave", "video"])
+    p.add_argument("--category", choices=CATEGORIES)
     p.set_defaults(func=cmd_sources)
 
     p = sub.add_parser("ui", help="start the Dagster UI and daemon on this project's instance")

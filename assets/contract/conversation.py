@@ -18,7 +18,6 @@ import pyarrow as pa
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 PartType = Literal["text", "image", "video"]
-CATEGORIES: tuple[str, ...] = ("long_text", "short_image", "interleave", "video")
 
 # The default sampling plan written into every video part; the video stage reads it.
 DEFAULT_VIDEO_FPS = 2.0

@@ -12,6 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+class Markdown(str):
+    """Text meant to be rendered as markdown where it is shown (a UI, a report), not as a string."""
+
+
 def _cell(value: Any, width: int) -> str:
     text = str(value).replace("\n", " ").replace("|", "\\|")
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -8,19 +8,14 @@ from assets.contract.chat_template import render_chatml
 from assets.contract.cleaning import special_tokens_left
 from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
+from assets.defs.keys import CHATML_GROUP, chatml_key, raw_key
 from assets.defs.metadata import column_schema
 from assets.defs.resources import DataStore
-from assets.defs.sources import raw_key
 from assets.sources.registry import SOURCES, SourceSpec
 
-CHATML_GROUP = "chatml"
 # Bump when the normalisation's output changes: the data version is hash(code version, raw data
 # version), so an unchanged source rerun keeps it and wakes nothing downstream.
 CHATML_CODE_VERSION = "1"
-
-
-def chatml_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["chatml", name])
 
 
 def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:

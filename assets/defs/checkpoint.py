@@ -27,15 +27,11 @@ from typing import Optional
 
 import dagster as dg
 
-from assets.defs.model import BASE_MODEL_KEY
-from assets.defs.partitions import CHECKPOINT_KEY, checkpoint_partitions
-from assets.defs.resources import DataStore
-
-TRAINING_GROUP = "training"
-MIXTURE_KEY = dg.AssetKey(["etvlm_mixture"])
+from assets.contract.layout import PROJECT_ROOT
+from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, MIXTURE_KEY, TRAINING_GROUP
+from assets.defs.partitions import checkpoint_partitions
 from assets.defs.pools import GPU_POOL  # the instance limits this pool to 1
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from assets.defs.resources import DataStore
 
 
 class CheckpointConfig(dg.Config):

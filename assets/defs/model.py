@@ -5,10 +5,8 @@ import json
 
 import dagster as dg
 
+from assets.defs.keys import BASE_MODEL_KEY, MODEL_GROUP
 from assets.defs.resources import DataStore, SourceHub
-
-MODEL_GROUP = "model"
-BASE_MODEL_KEY = dg.AssetKey(["model", "base"])
 
 
 class BaseModelConfig(dg.Config):

@@ -8,6 +8,7 @@ from typing import Literal
 
 import dagster as dg
 
+from assets.contract.layout import DataLayout
 from assets.sources.hub import HubSettings
 
 
@@ -26,8 +27,12 @@ class DataStore(dg.ConfigurableResource):
         return path
 
     @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.path)
+
+    @property
     def embedded_root(self) -> Path:
-        return self.path / "embedded"
+        return self.layout.embedded
 
 
 class SourceHub(dg.ConfigurableResource):

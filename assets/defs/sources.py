@@ -5,16 +5,12 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.contract.markdown import markdown_table
+from assets.defs.keys import RAW_GROUP, raw_key
 from assets.defs.resources import DataStore, SourceHub
 from assets.sources.hub import fetch_source
 from assets.sources.registry import SOURCES, SourceSpec
 
-RAW_GROUP = "raw_sources"
 DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def raw_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["raw", name])
 
 
 def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:

@@ -9,35 +9,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.contract.conversation import REJECTED_SCHEMA
-from assets.contract.markdown import counts_table, markdown_table
-from assets.defs.chatml import chatml_key
+from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.defs.keys import BASE_MODEL_KEY, TOKEN_COUNTS_KEY, VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
 from assets.defs.metadata import column_schema
-from assets.defs.model import BASE_MODEL_KEY
 from assets.defs.resources import DataStore
-from assets.defs.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
 from assets.sources.registry import SOURCES
 from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
+from assets.video.frames import sample_videos
 
-TOKEN_COUNTS_KEY = dg.AssetKey([STAGE])
 # Bump when counting changes (data version = hash(code version, input data versions)).
 TOKEN_COUNTS_CODE_VERSION = "1"
 
 
 def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
     """(sample_id, video_no) -> grid rows, or (reason, detail) for a rejected video."""
-    if not (video_dir / "samples.parquet").is_file():
-        return {}
-    videos = {v["video_key"]: v for v in pq.read_table(video_dir / "videos.parquet").to_pylist()}
-    out: dict[tuple[str, int], object] = {}
-    for s in pq.read_table(video_dir / "samples.parquet").to_pylist():
-        v = videos.get(s["video_key"])
-        if v is None:
-            out[(s["sample_id"], s["video_no"])] = ("missing", "video not in videos.parquet")
-        elif v["status"] != "ok":
-            out[(s["sample_id"], s["video_no"])] = (v["reason"], v["detail"])
-        else:
-            out[(s["sample_id"], s["video_no"])] = json.loads(v["grids"])
-    return out
+    return {
+        key: json.loads(v["grids"]) if v["status"] == "ok" else (v["reason"], v["detail"])
+        for key, v in sample_videos(video_dir).items()
+    }
 
 
 @dg.asset(
@@ -64,7 +53,7 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
     counts, rejected = [], []
     conversations = 0
     for spec in SOURCES:
-        path = store.stage_dir("chatml", spec.name) / "conversations.parquet"
+        path = store.layout.conversations(spec.name)
         if path.is_file():
             rows = pq.read_table(path).to_pylist()
             conversations += len(rows)

@@ -2,48 +2,73 @@
 
 import collections
 import json
+from typing import Optional
 
 import dagster as dg
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
-from assets.defs.chatml import chatml_key
+from assets.defs.keys import VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
 from assets.defs.resources import DataStore
 from assets.sources.registry import SOURCES
 from assets.video.frames import STAGE, VideoFramesConfig, config_summary, run_video_frames, video_refs
 from assets.video.grid import HybridConfig
 from assets.video.plan import VideoSamplingConfig
 
-VIDEO_GROUP = "video"
-VIDEO_FRAMES_KEY = dg.AssetKey([STAGE])
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
 # Bump when sampling or shard output changes (data version = hash(code version, input versions)).
 VIDEO_FRAMES_CODE_VERSION = "1"
 
 
-class VideoFramesAssetConfig(dg.Config):
-    fps: float = 2.0
-    """Target sampling rate (a video part's own fps wins)."""
-    max_frames: int = 768
-    min_pixels: int = 128 * 28 * 28
-    max_pixels: int = 768 * 28 * 28
-    total_pixels: int = int(128000 * 28 * 28 * 0.9)
-    hybrid: str | None = "4,240,3"
-    """Hybrid resolution L,m,s (GIRAFFE 3.5), or empty/None for off."""
-    hybrid_min_frames: int = 512
-    """Hybrid applies only to videos with more sampled frames than this."""
+_SAMPLING = VideoSamplingConfig()
+_HYBRID = HybridConfig()
+
+
+class VideoSamplingParams(dg.Config):
+    """The Dagster face of ``VideoSamplingConfig`` (defaults read from it), shared by the
+    video_frames asset and every evaluation: one place for the 2 fps rule's settings."""
+
+    fps: float = Field(default=_SAMPLING.fps, description="Target sampling rate (a video part's own fps wins).")
+    frames: Optional[int] = Field(
+        default=None, description="A fixed frame count per video (spread uniformly) instead of fps sampling."
+    )
+    max_frames: int = Field(default=_SAMPLING.max_frames, description="Frame cap per video (qwen-vl-utils: 768).")
+    min_pixels: Optional[int] = Field(default=None, description="Per-frame pixel floor; None: Qwen2-VL's (128 x 28^2).")
+    max_pixels: Optional[int] = Field(default=None, description="Per-frame pixel cap; None: Qwen2-VL's (768 x 28^2).")
+    total_pixels: int = Field(default=_SAMPLING.total_pixels, description="Pixel budget of one whole video.")
+    hybrid: Optional[str] = Field(
+        default=f"{_HYBRID.L},{_HYBRID.m},{_HYBRID.s:g}",
+        description="Hybrid resolution L,m,s (GIRAFFE 3.5), or empty/None for off.",
+    )
+    hybrid_min_frames: int = Field(
+        default=_HYBRID.min_frames, description="Hybrid applies only to videos with more sampled frames than this."
+    )
+
+    def sampling(self, pixels: tuple[int, int] | None = None) -> VideoSamplingConfig:
+        """The plain config; ``pixels`` replaces the (min, max) per-frame defaults left unset."""
+        lo, hi = pixels or (_SAMPLING.min_pixels, _SAMPLING.max_pixels)
+        settings = dict(
+            min_pixels=self.min_pixels or lo,
+            max_pixels=self.max_pixels or hi,
+            total_pixels=self.total_pixels,
+            hybrid=HybridConfig.parse(self.hybrid, self.hybrid_min_frames) if self.hybrid else None,
+        )
+        if self.frames:
+            return VideoSamplingConfig.fixed_count(self.frames, **settings)
+        return VideoSamplingConfig(fps=self.fps, max_frames=self.max_frames, **settings)
+
+
+class VideoFramesAssetConfig(VideoSamplingParams):
     workers: int = 2
-    decoder: str = "auto"
-    """auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only.
-    Same frames either way."""
+    decoder: str = Field(
+        default="auto",
+        description="auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only. "
+        "Same frames either way.",
+    )
 
     def to_config(self) -> VideoFramesConfig:
-        hybrid = HybridConfig.parse(self.hybrid, self.hybrid_min_frames) if self.hybrid else None
-        sampling = VideoSamplingConfig(
-            fps=self.fps, max_frames=self.max_frames, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
-            total_pixels=self.total_pixels, hybrid=hybrid,
-        )
-        return VideoFramesConfig(sampling=sampling, workers=self.workers, decoder=self.decoder)
+        return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder)
 
 
 @dg.asset(
@@ -64,7 +89,7 @@ def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConf
     cfg = config.to_config()
     refs = []
     for name in VIDEO_SOURCES:
-        path = store.stage_dir("chatml", name) / "conversations.parquet"
+        path = store.layout.conversations(name)
         if path.is_file():
             refs += video_refs(pq.read_table(path))
     out_dir = store.stage_dir(STAGE)

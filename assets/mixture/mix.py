@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from assets.contract.categories import CATEGORIES
 from assets.packing.stage import SEQUENCE_SCHEMA, stratum_name, stratum_order
 
-DEFAULT_CATEGORY_SHARES: dict[str, float] = {"long_text": 0.20, "short_image": 0.25, "interleave": 0.25, "video": 0.30}
+# paper Table 7: long text 20%, short image 25%, interleave 25%, video 30% of the tokens
+DEFAULT_CATEGORY_SHARES: dict[str, float] = dict(zip(CATEGORIES, (0.20, 0.25, 0.25, 0.30), strict=True))
 DEFAULT_LONG_SHARE = 0.60
 
 MIXTURE_SCHEMA = SEQUENCE_SCHEMA.append(pa.field("copy", pa.int64(), nullable=False))

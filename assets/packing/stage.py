@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.contract.conversation import CATEGORIES
+from assets.contract.categories import CATEGORIES
 from assets.packing.kernel import pack
 
 MODES = ("concat", "isolated")

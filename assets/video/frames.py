@@ -281,6 +281,25 @@ def read_frames(shard: str | Path):
     return plan, frames
 
 
+def sample_videos(video_dir: str | Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """(sample_id, video_no) -> its video's row in ``videos.parquet`` plus the sample's own
+    ``sample_path`` and ``video_key``; a sample whose video has no row gets ``status: missing``.
+
+    The one join of ``samples.parquet`` with ``videos.parquet``: token counting reads the grids
+    from it and the collator the frames file, so both see the same video for a sample."""
+    video_dir = Path(video_dir)
+    samples_path, videos_path = video_dir / "samples.parquet", video_dir / "videos.parquet"
+    if not samples_path.is_file() or not videos_path.is_file():
+        return {}
+    videos = {v["video_key"]: v for v in pq.read_table(videos_path).to_pylist()}
+    missing = {"status": "missing", "reason": "missing", "detail": "video not in videos.parquet"}
+    return {
+        (s["sample_id"], s["video_no"]): {**videos.get(s["video_key"], missing), "sample_path": s["path"],
+                                          "video_key": s["video_key"]}
+        for s in pq.read_table(samples_path).to_pylist()
+    }
+
+
 def config_summary(cfg: VideoSamplingConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["hybrid"] = asdict(cfg.hybrid) if isinstance(cfg.hybrid, HybridConfig) else None
