@@ -15,11 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eval import lmms
+
 
 def main() -> int:
     from dagster_pipes import open_dagster_pipes
-
-    from eval import lmms
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras

@@ -44,8 +44,11 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
+from assets.video.decode import DecodeError, sample_video
+from assets.video.grid import PlanError
+from assets.video.inputs import expand_videos, mm_token_type_ids, video_pixel_values
 from assets.video.plan import VideoSamplingConfig
-from eval.items import EvalItem
+from eval.items import YES_NO, EvalItem
 from eval.parsing import parse_answer
 
 ANSWER_MODES = ("generate", "likelihood")
@@ -69,8 +72,6 @@ class RunConfig:
 
 def candidates(item: EvalItem) -> dict[str, str]:
     """Likelihood mode: {label: continuation text}; the label is what is scored against the answer."""
-    from eval.items import YES_NO
-
     if item.answer_type == YES_NO:
         return dict(YES_NO_CANDIDATES)
     letters = sorted({str(k).strip().upper() for k in item.options})
@@ -132,10 +133,6 @@ class Runner:
     def _video(self, path: str) -> tuple[np.ndarray, np.ndarray, dict]:
         if self._video_cache and self._video_cache[0] == path:
             return self._video_cache[1]
-        from assets.video.decode import DecodeError, sample_video
-        from assets.video.grid import PlanError
-        from assets.video.inputs import video_pixel_values
-
         try:
             sampled = sample_video(path, self.cfg.video)
         except (DecodeError, PlanError) as exc:
@@ -155,8 +152,6 @@ class Runner:
     def prepare(self, item: EvalItem) -> Prepared:
         from PIL import Image
 
-        from assets.video.inputs import expand_videos
-
         text = self.render(item)
         images = []
         for p in item.images:
@@ -175,8 +170,6 @@ class Runner:
     def encode(self, batch: Sequence[Prepared]):
         """Tokenised, left-padded inputs for a batch; image pads grown per image."""
         import torch
-
-        from assets.video.inputs import mm_token_type_ids
 
         texts = [p.text for p in batch]
         inputs: dict[str, Any] = {}

@@ -13,15 +13,12 @@ import json
 import os
 import sys
 
-from assets.video.grid import VIDEO_MAX_PIXELS, HybridConfig
-from assets.video.plan import VideoSamplingConfig
+from assets.video.grid import VIDEO_MAX_PIXELS, HybridConfig, PlanError
+from assets.video.plan import VideoSamplingConfig, plan_video
 
 
 def cmd_video_plan(args: argparse.Namespace) -> int:
     from assets.video.decode import DecodeError, VideoMeta, open_reader, probe, probe_ffmpeg
-    from assets.video.grid import PlanError
-    from assets.video.plan import plan_video
-
     if args.hybrid:
         try:
             hybrid = HybridConfig.parse(args.hybrid, min_frames=args.hybrid_min_frames)

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from training.positions.apply import V2PERopeIndex
+
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -97,8 +99,6 @@ def set_rng_state(state: dict[str, Any], model=None) -> None:
 
 
 def _v2pe_samplers(model):
-    from training.positions.apply import V2PERopeIndex
-
     for name, module in model.named_modules():
         index = module.__dict__.get("get_rope_index")
         if isinstance(index, V2PERopeIndex):

@@ -27,6 +27,7 @@ from assets.contract.markdown import png_markdown
 from training import distributed
 from training.config import TrainConfig, validate
 from training.data import batch_tokens, make_batches, model_inputs
+from training.ds import deepspeed_engine, gathered_for_export, load_ds_state, save_ds_state
 from training.loss import CausalLMLoss
 from training.modeling import (
     add_lora,
@@ -179,8 +180,6 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
     sp_size = cfg.sequence_parallel_size
 
     if cfg.deepspeed:
-        from training.ds import deepspeed_engine, load_ds_state
-
         engine, optimizer, scheduler = deepspeed_engine(model, cfg, info)
         trainer_state = TrainerState(fingerprint=cfg.resume_fingerprint(), initialized_from=initialized_from)
         if resume_path is not None:
@@ -292,8 +291,6 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
 
 def _save(cfg, info, trainer_state, model, engine, optimizer, scheduler, reporter) -> None:
     if engine is not None:
-        from training.ds import save_ds_state
-
         path = save_ds_state(engine, cfg, trainer_state, info)
     else:
         path = None
@@ -309,8 +306,6 @@ def _export(cfg: TrainConfig, info, model, engine, result: TrainResult, reporter
     """Write ``<output>/final`` (rank 0): merged weights, method in config, processor, report."""
     fingerprint = ""
     if engine is not None:
-        from training.ds import gathered_for_export
-
         ctx = gathered_for_export(engine)
     else:
         ctx = nullcontext()

@@ -20,6 +20,7 @@ from assets.contract.conversation import (
     make_sample_id,
 )
 from assets.contract.media import MediaResolver, RejectRow
+from assets.sources.hub import read_manifest
 
 if TYPE_CHECKING:
     from assets.sources.registry import SourceSpec
@@ -147,8 +148,6 @@ def accounting(result: NormalizeResult) -> tuple[bool, str]:
 def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeResult:
     """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``."""
     import pyarrow.parquet as pq
-
-    from assets.sources.hub import read_manifest
 
     manifest = read_manifest(raw_dir)
     rows = pq.read_table(manifest["data_path"]).to_pylist()

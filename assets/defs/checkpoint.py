@@ -32,6 +32,9 @@ from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, MIXTURE_KEY, TRAINI
 from assets.defs.partitions import checkpoint_partitions
 from assets.defs.pools import GPU_POOL  # the instance limits this pool to 1
 from assets.defs.resources import DataStore
+from training.launch import LaunchConfig, build_command, describe
+from training.plan import PlanError, plan_stage
+from training.recipes import load_recipes
 
 
 class CheckpointConfig(dg.Config):
@@ -106,10 +109,6 @@ def checkpoint(
     store: DataStore,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    from training.launch import LaunchConfig, build_command, describe
-    from training.plan import PlanError, plan_stage
-    from training.recipes import load_recipes
-
     keys = context.partition_key.keys_by_dimension
     recipe_name, stage = keys["recipe"], keys["stage"]
     recipes = load_recipes()

@@ -7,6 +7,8 @@ import dagster as dg
 
 from assets.defs.keys import BASE_MODEL_KEY, MODEL_GROUP
 from assets.defs.resources import DataStore, SourceHub
+from assets.sources.embedded.text import corpus
+from training.tiny_model import build_tiny_qwen2_vl
 
 
 class BaseModelConfig(dg.Config):
@@ -31,9 +33,6 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
         path = snapshot_download(config.hub_model_id, local_dir=str(out), token=hub.token)
         kind = config.hub_model_id
     else:
-        from assets.sources.embedded.text import corpus
-        from training.tiny_model import build_tiny_qwen2_vl
-
         path = build_tiny_qwen2_vl(out, corpus(seed=hub.seed, n_documents=config.tokenizer_documents))
         kind = "tiny-qwen2-vl (random weights)"
     cfg = json.loads((out / "config.json").read_text())

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from assets.sources.embedded.samples import SAMPLE_VERSION
+
 if TYPE_CHECKING:
     import datasets
 
@@ -62,8 +64,6 @@ class FetchedSource:
 
 def ensure_embedded_sample(spec: SourceSpec, embedded_root: Path, seed: int = 0) -> Path:
     """Generate the source's local sample once (atomically) and return its folder."""
-    from assets.sources.embedded.samples import SAMPLE_VERSION
-
     stamp = {"source": spec.name, "version": SAMPLE_VERSION, "seed": seed}
     return generate_once(embedded_root / spec.hub_id, stamp, lambda folder: spec.sample(folder, seed))
 

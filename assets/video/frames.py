@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
+from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import HybridConfig, PlanError
 from assets.video.plan import VideoSamplingConfig
 
@@ -140,8 +141,6 @@ def sample_to_shard(
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
     ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
     > 1 splits this one video across processes (used when it is the only video to sample)."""
-    from assets.video.decode import DecodeError, sample_video
-
     row: dict[str, Any] = {f.name: None for f in VIDEO_SCHEMA}
     row.update(path=path, cached=False, video_key="")
     try:

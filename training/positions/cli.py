@@ -12,9 +12,24 @@ import argparse
 import json
 from typing import Any
 
-# The method names, spelled here so that building the ``giraffe`` parser does not import torch
-# (tests check this equals ``training.positions.rope.METHOD_NAMES``).
-METHOD_CHOICES: tuple[str, ...] = ("none", "base", "pi", "ntk", "yarn", "mrope++")
+
+class _MethodChoices:
+    """The registered method names plus ``all``, read from ``training.positions.rope`` only when
+    argparse checks or prints them: building the ``giraffe`` parser must not import torch."""
+
+    def _names(self) -> tuple[str, ...]:
+        from training.positions.rope import METHOD_NAMES
+
+        return (*METHOD_NAMES, "all")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+METHOD_CHOICES = _MethodChoices()
 
 
 def _section(text: str) -> tuple[int, ...]:
@@ -27,7 +42,8 @@ def _section(text: str) -> tuple[int, ...]:
 def add_rope_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``rope`` sub-command on an argparse ``subparsers`` object."""
     p = subparsers.add_parser("rope", help="per-pair inverse frequencies of a position-extension method (JSON)")
-    p.add_argument("--method", default="mrope++", choices=[*METHOD_CHOICES, "all"])
+    p.add_argument("--method", default="mrope++", choices=METHOD_CHOICES, metavar="METHOD",
+                   help="one of %(choices)s (default %(default)s)")
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--base", type=float, default=1_000_000.0, help="the model's rope base (rope_theta)")
     p.add_argument("--mrope-section", type=_section, default=(16, 24, 24), help="e.g. 16,24,24")
@@ -107,7 +123,7 @@ def cmd_rope(args: argparse.Namespace) -> int:
     from training.positions.rope import RopeMethodConfig, RotaryShape
 
     if args.method == "all":  # 'base' only when a new base is given
-        names = [m for m in METHOD_CHOICES if m != "base" or args.new_base is not None]
+        names = [m for m in METHOD_CHOICES if m != "all" and (m != "base" or args.new_base is not None)]
     else:
         names = [args.method]
     try:
