@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
-from assets.sources.hub import HubSettings, download_media, generate_once, unpack_archives
+from assets.sources.hub import HubSettings, download_media, unpack_archives
+from assets.sources.owned import generate_once, owned_subdir
 from eval.benchmarks import BenchmarkSpec
 from eval.embedded import GENERATORS
 from eval.formats import LOADERS, FetchOptions, LoadContext, limit_per_split
@@ -57,7 +58,7 @@ def ensure_sample(spec: BenchmarkSpec, embedded_root: Path, options: FetchOption
     """Generate the benchmark's local sample once per (version, seed, options); atomic."""
     stamp = {"benchmark": spec.name, "version": SAMPLE_VERSION, "seed": seed, "options": options.generation_key()}
     generate = GENERATORS[spec.name]
-    return generate_once(embedded_root / spec.hub_id, stamp, lambda folder: generate(folder, options, seed), SAMPLE_STAMP)
+    return generate_once(owned_subdir(embedded_root, spec.hub_id), stamp, lambda folder: generate(folder, options, seed), SAMPLE_STAMP)
 
 
 def join_split_archives(base: Path, parts: tuple[tuple[str, str], ...]) -> list[Path]:

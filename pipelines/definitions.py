@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.defs.chatml import chatml_assets
+from assets.defs.chatml import build_chatml_assets
 from assets.defs.checkpoint import checkpoint
 from assets.defs.evaluation import evaluation_assets
 from assets.defs.model import base_model
 from assets.defs.packing import packing_assets
 from assets.defs.resources import default_resources
-from assets.defs.sources import raw_assets
-from assets.defs.tokens import token_counts
-from assets.defs.video import video_frames
+from assets.defs.sources import build_raw_assets
+from assets.defs.tokens import build_token_counts
+from assets.defs.video import build_video_frames
+from assets.sources.registry import SOURCES
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import all_jobs
 from pipelines.schedules import nightly_refresh_schedule
@@ -21,8 +22,17 @@ from pipelines.schedules import nightly_refresh_schedule
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Definitions with resources from the environment (read now, not at first import); any
     ``resources`` given replace those keys only."""
+    specs = SOURCES
+    video_sources = [s.name for s in specs if s.category == "video"]
+    data_assets = [
+        *build_raw_assets(specs),
+        *build_chatml_assets(specs),
+        base_model,
+        build_video_frames(video_sources),
+        build_token_counts([s.name for s in specs]),
+    ]
     return dg.Definitions(
-        assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, checkpoint, *evaluation_assets]),
+        assets=apply_automation([*data_assets, *packing_assets, checkpoint, *evaluation_assets]),
         jobs=all_jobs,
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],
