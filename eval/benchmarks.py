@@ -1,6 +1,8 @@
 """The benchmark registry: one entry per benchmark, as the source registry does for data.
 
-Each :class:`BenchmarkSpec` names the real hub repository, the media the hub mode downloads
+Each :class:`BenchmarkSpec` names the real hub repository (as the current lmms-eval task files
+name it; ``GIRAFFE_HUB_IDS=name=org/repo,...`` or the ``hub`` resource's ``hub_ids`` override
+any of them in hub mode), the media the hub mode downloads
 (``snapshot_download`` patterns) and how its archives unpack, the loader in ``eval.formats``
 and the generator of its embedded sample in ``eval.embedded``. Adding a benchmark is one entry
 here plus its loader and generator.
@@ -42,7 +44,7 @@ BENCHMARKS: tuple[BenchmarkSpec, ...] = (
     BenchmarkSpec(
         name="videomme",
         title="Video-MME",
-        hub_id="lmms-lab/Video-MME",
+        hub_id="lmms-eval/Video-MME",  # lmms-eval tasks/videomme/videomme.yaml (repo moved from lmms-lab)
         kind="video",
         media_patterns=("videos_chunked_*.zip",),
         archives=("videos_chunked_*.zip",),
@@ -52,7 +54,7 @@ BENCHMARKS: tuple[BenchmarkSpec, ...] = (
     BenchmarkSpec(
         name="longvideobench",
         title="LongVideoBench (val)",
-        hub_id="longvideobench/LongVideoBench",
+        hub_id="longvideobench/LongVideoBench",  # gated: accept the terms on the hub and set HF_TOKEN
         kind="video",
         media_patterns=("videos.tar.part.*",),
         archives=("videos.tar",),
@@ -63,7 +65,7 @@ BENCHMARKS: tuple[BenchmarkSpec, ...] = (
     BenchmarkSpec(
         name="mme",
         title="MME",
-        hub_id="lmms-lab/MME",
+        hub_id="lmms-lab-encoder/MME",  # lmms-eval tasks/mme/mme.yaml
         kind="image",
         split_label="category",
         paper="GIRAFFE Table 6 (MME perception / cognition)",
@@ -71,7 +73,7 @@ BENCHMARKS: tuple[BenchmarkSpec, ...] = (
     BenchmarkSpec(
         name="mmbench",
         title="MMBench (en, dev)",
-        hub_id="lmms-lab/MMBench",
+        hub_id="lmms-lab-encoder/MMBench",  # lmms-eval tasks/mmbench/_default_template_mmbench_en_yaml
         kind="image",
         split_label="category",
         paper="GIRAFFE Table 6 (MMBench en)",

@@ -71,7 +71,7 @@ def _duration_question(rng: random.Random, seconds: int, k: int = 4) -> tuple[st
 
 
 def videomme(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
+    """lmms-eval/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
     holding ``data/<videoID>.mp4``. Real durations are short < 2 min, medium 4-15 min, long
     30-60 min; the sample keeps the labels with clips of a few seconds (6/12/20 s) so the
     embedded evaluation stays cheap."""
@@ -214,7 +214,7 @@ def _mme_pairs(rng: random.Random, category: str) -> tuple[Image.Image, list[tup
 
 
 def mme(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/MME: ``data/test-00000-of-00001.parquet`` (question_id, image, question, answer,
+    """lmms-lab-encoder/MME: ``data/test-00000-of-00001.parquet`` (question_id, image, question, answer,
     category); two questions per image, one Yes and one No, as MME pairs them; four
     perception and two cognition categories."""
     import datasets
@@ -271,7 +271,7 @@ def _mmbench_item(rng: random.Random, category: str) -> tuple[Image.Image, str, 
 
 
 def mmbench(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/MMBench config ``en``: ``en/dev-00000-of-00001.parquet`` (index, question, hint,
+    """lmms-lab-encoder/MMBench config ``en``: ``en/dev-00000-of-00001.parquet`` (index, question, hint,
     answer, A-D with absent options empty, category, image, source, L2-category, comment,
     split)."""
     import datasets

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
-from assets.sources.hub import HubSettings, download_media, unpack_archives
+from assets.sources.hub import HubSettings, download_media, unpack_archives, with_hub_id
 from assets.sources.owned import generate_once, owned_subdir
 from eval.benchmarks import BenchmarkSpec
 from eval.embedded import GENERATORS
@@ -100,6 +100,7 @@ def fetch_benchmark(
 ) -> FetchedBenchmark:
     """Load one benchmark into ``out_dir`` (items, rejected, manifest)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    spec = with_hub_id(spec, settings)
     if settings.mode == "hub":
         location = spec.hub_id
     else:

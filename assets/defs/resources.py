@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 
 from assets.contract.quality import DEFAULT_MAX_REASON_SHARE
-from assets.sources.hub import HubSettings
+from assets.sources.hub import HubSettings, parse_hub_ids
 
 
 class DataStore(dg.ConfigurableResource):
@@ -40,10 +40,14 @@ class SourceHub(dg.ConfigurableResource):
     max_rows: int | None = None
     revision: str | None = None
     seed: int = 0
+    hub_ids: dict[str, str] = {}
+    """Source or benchmark name -> hub repo id, replacing the registry's in hub mode (a mirror, a
+    transferred repo); from ``GIRAFFE_HUB_IDS=name=org/repo,...`` by default."""
 
     def settings(self) -> HubSettings:
         return HubSettings(
             mode=self.mode, token=self.token, max_rows=self.max_rows, revision=self.revision, seed=self.seed,
+            hub_ids=tuple(sorted(self.hub_ids.items())),
         )
 
 
@@ -62,7 +66,9 @@ class QualityPolicy(dg.ConfigurableResource):
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: ``GIRAFFE_DATA_ROOT``, ``GIRAFFE_SOURCES_MODE``,
     ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI),
-    ``GIRAFFE_MAX_REASON_SHARE`` and ``GIRAFFE_EXCLUDE_SOURCES`` (comma-separated).
+    ``GIRAFFE_MAX_REASON_SHARE``, ``GIRAFFE_EXCLUDE_SOURCES`` (comma-separated) and
+    ``GIRAFFE_HUB_IDS`` (``name=org/repo,...``). ``HF_TOKEN`` is needed for gated sets:
+    LongVideoBench and ShareGPT-4o (accept their terms on the hub first).
     ``pipes_subprocess_client`` launches the training job (``assets/defs/checkpoint.py``)."""
     max_rows = os.environ.get("GIRAFFE_MAX_ROWS")
     share = os.environ.get("GIRAFFE_MAX_REASON_SHARE")
@@ -73,6 +79,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             mode=os.environ.get("GIRAFFE_SOURCES_MODE", "embedded"),  # type: ignore[arg-type]
             token=dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None,
             max_rows=int(max_rows) if max_rows else None,
+            hub_ids=dict(parse_hub_ids(os.environ.get("GIRAFFE_HUB_IDS"))),
         ),
         "quality": QualityPolicy(
             max_reason_share=float(share) if share else DEFAULT_MAX_REASON_SHARE, exclude_sources=excluded

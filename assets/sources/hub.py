@@ -51,6 +51,33 @@ class HubSettings:
     max_rows: int | None = None
     revision: str | None = None
     seed: int = 0
+    hub_ids: tuple[tuple[str, str], ...] = ()
+    """(source or benchmark name, repo id) pairs that replace the registry's repo in hub mode
+    (a mirror, a renamed or transferred repo)."""
+
+    def hub_id_for(self, name: str, default: str) -> str:
+        return dict(self.hub_ids).get(name, default) if self.mode == "hub" else default
+
+
+def with_hub_id(spec, settings: HubSettings):
+    """``spec`` with the repo the settings name for it (hub mode only; a dataclass copy)."""
+    import dataclasses
+
+    hub_id = settings.hub_id_for(spec.name, spec.hub_id)
+    return spec if hub_id == spec.hub_id else dataclasses.replace(spec, hub_id=hub_id)
+
+
+def parse_hub_ids(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``name=org/repo,name2=org2/repo2`` -> pairs; raises ValueError naming a bad item."""
+    pairs = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, repo = item.partition("=")
+        if not sep or repo.strip().count("/") != 1 or not name.strip():
+            raise ValueError(f"GIRAFFE_HUB_IDS item {item.strip()!r} is not name=org/repo")
+        pairs.append((name.strip(), repo.strip()))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -337,6 +364,7 @@ def fetch_source(spec: SourceSpec, settings: HubSettings, out_dir: Path, embedde
     records no reader could decode, media next to it (hub) or referenced in place (embedded,
     declared), and ``manifest.json`` for the next stage."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    spec = with_hub_id(spec, settings)
     location = source_location(spec, settings, embedded_root)
     cache_dir = out_dir.parent.parent / ".hf-cache"
     data_path, bad_path = out_dir / "data.parquet", out_dir / "undecodable.parquet"
