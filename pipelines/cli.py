@@ -32,7 +32,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if validate_declarations(args):  # before anything runs or is created
+    if validate_declarations(args, export=True):  # before anything runs or is created
         return 2
     home = Path(args.dagster_home).resolve() if args.dagster_home else default_home()
     prepare_home(home)

@@ -24,9 +24,9 @@ def declared_file(args: argparse.Namespace) -> str | None:
     return getattr(args, "datasets", None) or os.environ.get(ENV_VAR) or None
 
 
-def validate_declarations(args: argparse.Namespace) -> int:
-    """0 when the declarations (if any) load, else print the one-line error and return 2; on
-    success ``$GIRAFFE_DATASETS`` names the file for the Dagster definitions."""
+def validate_declarations(args: argparse.Namespace, export: bool = False) -> int:
+    """0 when the declarations (if any) load, else print the one-line error and return 2. With
+    ``export``, ``$GIRAFFE_DATASETS`` then names the file for the Dagster definitions."""
     from assets.sources.declared import ENV_VAR, DeclarationError, load_declarations
 
     path = declared_file(args)
@@ -37,7 +37,8 @@ def validate_declarations(args: argparse.Namespace) -> int:
     except DeclarationError as exc:
         print(f"giraffe: bad dataset declaration: {exc}", file=sys.stderr)
         return EXIT_BAD_DECLARATION
-    os.environ[ENV_VAR] = str(Path(path).expanduser().resolve())
+    if export:
+        os.environ[ENV_VAR] = str(Path(path).expanduser().resolve())
     return 0
 
 
