@@ -10,11 +10,11 @@ its last lines to the Dagster log, parses the results file into a leaderboard ro
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+from assets.contract.atomic import write_json
 from eval import lmms
 
 
@@ -43,7 +43,7 @@ def main() -> int:
         results = lmms.find_results(out_dir)
         parsed = lmms.parse_results(results)
         row = lmms.leaderboard_row(extras["model"], extras.get("method") or "", parsed)
-        (out_dir / "leaderboard_row.json").write_text(json.dumps(row, indent=1))
+        write_json(out_dir / "leaderboard_row.json", row, indent=1)
         pipes.report_asset_materialization(
             metadata={
                 "results_file": {"raw_value": str(results), "type": "path"},

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from assets.contract.categories import CATEGORIES
+from pipelines.datasets_cli import add_datasets_parser, declared_file, validate_declarations
 from pipelines.instance import default_home, prepare_home
 from pipelines.pack_cli import add_pack_parser
 from pipelines.train_cli import add_train_parser
@@ -22,14 +23,18 @@ from training.positions.cli import add_rope_parser
 
 
 def cmd_sources(args: argparse.Namespace) -> int:
-    from assets.sources.registry import SOURCES
+    from assets.sources.declared import all_sources
 
-    rows = [s.describe() for s in SOURCES if not args.category or s.category == args.category]
+    if validate_declarations(args):
+        return 2
+    rows = [s.describe() for s in all_sources(declared_file(args)) if not args.category or s.category == args.category]
     print(json.dumps(rows, indent=2))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if validate_declarations(args, export=True):  # before anything runs or is created
+        return 2
     home = Path(args.dagster_home).resolve() if args.dagster_home else default_home()
     prepare_home(home)
     if args.data_root:
@@ -111,15 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagster-home", help="Dagster instance folder (default ./dagster_home)")
     p.add_argument("--mode", choices=["embedded", "hub"], help="fetch sources from the hub instead")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--datasets", help="declared datasets file (YAML or LLaMA-Factory dataset_info.json; default $GIRAFFE_DATASETS)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sources", help="print the source registry as JSON")
     p.add_argument("--category", choices=CATEGORIES)
+    p.add_argument("--datasets", help="also list the datasets declared in this file (default $GIRAFFE_DATASETS)")
     p.set_defaults(func=cmd_sources)
 
     p = sub.add_parser("ui", help="start the Dagster UI and daemon on this project's instance")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+    add_datasets_parser(sub)
     add_rope_parser(sub)
     add_video_plan_parser(sub)
     add_pack_parser(sub)

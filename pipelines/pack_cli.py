@@ -52,8 +52,8 @@ def read_lengths(path: str):
 def cmd_pack(args: argparse.Namespace) -> int:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    from assets.contract.atomic import write_parquet
     from assets.packing.kernel import pack
 
     try:
@@ -88,7 +88,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             }
         )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, args.out)
+        write_parquet(table, args.out)
         summary["out"] = str(args.out)
     print(json.dumps(summary))
     return 0

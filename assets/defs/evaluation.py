@@ -23,9 +23,9 @@ from typing import Optional
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
+from assets.contract.atomic import write_parquet, write_text
 from assets.contract.markdown import counts_table, markdown_table
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, EVAL_GROUP, LEADERBOARD_GROUP, benchmark_key, eval_key
 from assets.defs.metadata import as_metadata
@@ -90,8 +90,8 @@ def evaluate(
     summary = spec.summarize(rows, config.effective_threshold) | model_info | {"answer_mode": runner.cfg.answer_mode}
     out = lb.model_dir(store.layout.eval_root, spec.name, runner.model_id)
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
-    (out / "scores.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_parquet(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
+    write_text(out / "scores.json", json.dumps(summary, indent=1, default=str))
     return rows, summary
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.contract.atomic import write_bytes, write_text
 from assets.contract.layout import BASE_MODEL_REF
 from assets.contract.markdown import markdown_table, png_markdown
 from assets.defs.evaluation import method_of
@@ -54,12 +55,12 @@ def leaderboard(context: dg.AssetExecutionContext, config: LeaderboardConfig, st
     plots = lb.plots(results, rows, labels, config.effective_threshold)
     out = store.stage_dir("leaderboard")
     for key, _, png in plots:
-        (out / f"{key}.png").write_bytes(png)
+        write_bytes(out / f"{key}.png", png)
     table = lb.markdown(rows)
     if any(r.get("answer_mode") and "likelihood" in r["answer_mode"] for r in rows):
         table += "\n\n" + lb.LIKELIHOOD_NOTE
-    (out / "leaderboard.md").write_text(table + "\n")
-    (out / "leaderboard.json").write_text(json.dumps(rows, indent=1))
+    write_text(out / "leaderboard.md", table + "\n")
+    write_text(out / "leaderboard.json", json.dumps(rows, indent=1))
     base_of = {
         r["model"]: (lb.BASE if RECIPES.get(r["model"].split("/")[0]) and RECIPES[r["model"].split("/")[0]].base_model == BASE_MODEL_REF else None)
         for r in rows

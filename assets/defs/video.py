@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.contract.quality import count_lost, mass_rejections
+from assets.defs.chatml import chatml_inputs
 from assets.defs.keys import VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
-from assets.defs.resources import DataStore
+from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.video.frames import STAGE, VideoFramesConfig, config_summary, run_video_frames, video_refs
 from assets.video.grid import HybridConfig
@@ -71,27 +73,45 @@ class VideoFramesAssetConfig(VideoSamplingParams):
         return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder)
 
 
-@dg.asset(
-    key=VIDEO_FRAMES_KEY,
-    deps=[chatml_key(name) for name in VIDEO_SOURCES],
-    group_name=VIDEO_GROUP,
-    code_version=VIDEO_FRAMES_CODE_VERSION,
-    kinds={"parquet", "ffmpeg", "decord"},
-    description="Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
+VIDEO_FRAMES_DESCRIPTION = (
+    "Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
     "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize "
-    "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one Parquet shard per video, incremental by content hash.",
-    check_specs=[
-        dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY,
-                          description="frames per video = 2 x sum of temporal grid rows; tokens = grid products / 4"),
-    ],
+    "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
+    "Parquet shard per video, incremental by content hash."
 )
-def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConfig, store: DataStore) -> dg.MaterializeResult:
+VIDEO_FRAMES_CHECKS = [
+    dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY, blocking=True,
+                      description="frames per video = 2 x sum of temporal grid rows; tokens = grid products / 4"),
+    dg.AssetCheckSpec("no_mass_rejection", asset=VIDEO_FRAMES_KEY, blocking=True,
+                      description="no single reason takes more than quality.max_reason_share of a source's video parts"),
+]
+
+
+def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
+    """The video_frames asset over the ChatML of ``video_sources`` (registry and declared)."""
+
+    def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConfig, store: DataStore,
+                     quality: QualityPolicy) -> dg.MaterializeResult:
+        return _materialize_video_frames(context, config, store, quality, list(video_sources))
+
+    return dg.asset(
+        key=VIDEO_FRAMES_KEY,
+        deps=[chatml_key(name) for name in video_sources],
+        group_name=VIDEO_GROUP,
+        code_version=VIDEO_FRAMES_CODE_VERSION,
+        kinds={"parquet", "ffmpeg", "decord"},
+        description=VIDEO_FRAMES_DESCRIPTION,
+        check_specs=VIDEO_FRAMES_CHECKS,
+        metadata={"sources": ", ".join(video_sources)},
+    )(video_frames)
+
+
+def _materialize_video_frames(context, config, store: DataStore, quality: QualityPolicy, video_sources: list[str]):
     cfg = config.to_config()
+    inputs = chatml_inputs(store, video_sources, quality, "video_frames")
     refs = []
-    for name in VIDEO_SOURCES:
-        path = store.layout.conversations(name)
-        if path.is_file():
-            refs += video_refs(pq.read_table(path))
+    for path in inputs.paths.values():
+        refs += video_refs(pq.read_table(path))
     out_dir = store.stage_dir(STAGE)
     result = run_video_frames(refs, out_dir, cfg)
     ok = [v for v in result.videos if v["status"] == "ok"]
@@ -103,6 +123,12 @@ def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConf
         if v["n_frames"] != 2 * sum(g[0] for g in json.loads(v["grids"]))
         or v["visual_tokens"] != sum(t * h * w // 4 for t, h, w in json.loads(v["grids"]))
     ]
+    parts_by_source: dict[str, int] = {}
+    for r in refs:
+        parts_by_source[r.source] = parts_by_source.get(r.source, 0) + 1
+    mass = mass_rejections(count_lost(result.rejected, raw_rows=False), parts_by_source, quality.max_reason_share)
+    if inputs.excluded:
+        context.log.warning(f"video_frames leaves out {inputs.excluded_md()} (quality.exclude_sources)")
     context.log.info(f"{len(refs)} video parts, {len(result.videos)} videos: {len(ok)} ok "
                      f"({sum(v['cached'] for v in ok)} cached), {len(bad)} rejected, {frames} frames")
     return dg.MaterializeResult(
@@ -126,10 +152,19 @@ def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConf
                 [{**v, "path": v["path"].rsplit("/", 1)[-1]} for v in ok[:20]],
                 ["path", "video_fps", "total_frames", "n_frames", "grids", "visual_tokens", "hybrid", "decoder", "cached"], width=60)),
             "settings": json.dumps(config_summary(cfg.sampling)),
+            "sources": ", ".join(inputs.paths),
+            "excluded_sources": inputs.excluded_md(),
             "path": dg.MetadataValue.path(str(out_dir)),
         },
         check_results=[
             dg.AssetCheckResult(check_name="frames_match_grids", passed=not mismatched,
                                 metadata={"mismatched": str(mismatched[:5])}),
+            dg.AssetCheckResult(check_name="no_mass_rejection", passed=not mass,
+                                metadata={"max_reason_share": quality.max_reason_share,
+                                          "worst": mass[0].describe() if mass else "(none over the limit)",
+                                          "reason": mass[0].reason if mass else ""}),
         ],
     )
+
+
+video_frames = build_video_frames(VIDEO_SOURCES)

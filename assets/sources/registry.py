@@ -37,19 +37,33 @@ class MediaSpec:
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """One source. Registry entries have an embedded ``sample``; declared datasets
+    (``assets.sources.declared``) have none, and ``files_root`` when their files are local
+    (read-only inputs, read in every mode)."""
+
     name: str
     category: str
     task: str
     hub_id: str
     data_files: tuple[str, ...]
     adapter: Adapter
-    sample: Callable[[Path, int], None]
+    sample: Callable[[Path, int], None] | None
     media: MediaSpec = field(default_factory=MediaSpec)
     split: str = "train"
     group_key: Callable[[dict[str, Any]], str] | None = None
     group_size: int = 1
     license: str = ""
     notes: str = ""
+    origin: str = "registry"  # registry | declared
+    files_root: str | None = None
+
+    def loader(self) -> str:
+        """The ``datasets`` call that reads the rows (before the record-by-record fallback)."""
+        if self.files_root is None:
+            return f"datasets.load_dataset({self.hub_id!r}, data_files={list(self.data_files)!r})"
+        kinds = {Path(f).suffix.lower().lstrip(".") for f in self.data_files}
+        builder = "json" if kinds <= {"json", "jsonl", "ndjson"} else "/".join(sorted(kinds))
+        return f"datasets.load_dataset({builder!r}, data_files={list(self.data_files)!r})"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,7 +73,7 @@ class SourceSpec:
             "hub_id": self.hub_id,
             "data_files": list(self.data_files),
             "split": self.split,
-            "loader": f"datasets.load_dataset({self.hub_id!r}, data_files={list(self.data_files)!r})",
+            "loader": self.loader(),
             "adapter": f"{self.adapter.__module__}.{self.adapter.__name__}",
             "media": {
                 "kind": self.media.kind,
@@ -70,6 +84,8 @@ class SourceSpec:
             },
             "license": self.license,
             "notes": self.notes,
+            "origin": self.origin,
+            **({"files_root": self.files_root} if self.files_root else {}),
         }
 
 

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assets.contract.atomic import write_json, write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import HybridConfig, PlanError
@@ -151,15 +153,16 @@ def sample_to_shard(
     row["video_key"] = key
     shard = Path(frames_dir) / f"{key}.parquet"
     failed = Path(frames_dir) / f"{key}.rejected.json"
-    if shard.is_file():
-        plan = json.loads(pq.read_schema(shard).metadata[b"giraffe_plan"])
+    plan = verified_shard_plan(shard)
+    if plan is not None:
         return {**row, **_plan_columns(plan), "status": "ok", "cached": True, "frames_file": str(shard)}
-    if failed.is_file():
-        return {**row, **json.loads(failed.read_text()), "status": "rejected", "cached": True}
+    verdict = verified_rejection(failed)
+    if verdict is not None:
+        return {**row, **verdict, "status": "rejected", "cached": True}
     try:
         got = sample_video(path, cfg, post=encoder, workers=decode_workers, decoder=decoder)
     except (DecodeError, PlanError) as exc:
-        failed.write_text(json.dumps({"reason": exc.reason, "detail": exc.detail}))
+        write_json(failed, {"reason": exc.reason, "detail": exc.detail})
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
     plan = {**got.plan.to_json(), "transcoded": got.transcoded, "decoder": got.decoder, "decoder_fallback": got.fallback}
     n = len(got.frames)
@@ -176,10 +179,38 @@ def sample_to_shard(
         },
         schema=FRAME_SCHEMA.with_metadata({"giraffe_plan": json.dumps(plan)}),
     )
-    tmp = shard.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="none")  # PNG bytes do not compress further
-    tmp.replace(shard)
+    write_parquet(table, shard, compression="none")  # PNG bytes do not compress further
     return {**row, **_plan_columns(plan), "status": "ok", "frames_file": str(shard)}
+
+
+def verified_shard_plan(shard: Path) -> dict[str, Any] | None:
+    """The plan of a frames shard that verifies (footer readable, schema, one row per planned
+    frame), else None: a torn or empty shard is recomputed, never trusted for existing."""
+    if not shard.is_file():
+        return None
+    try:
+        meta = pq.read_metadata(shard)
+        schema = meta.schema.to_arrow_schema()
+        plan = json.loads(schema.metadata[b"giraffe_plan"])
+        if schema.remove_metadata() != FRAME_SCHEMA or meta.num_rows != int(plan["n_frames"]):
+            return None
+        _plan_columns(plan)
+    except Exception:  # any unreadable shard means "not done"
+        return None
+    return plan
+
+
+def verified_rejection(path: Path) -> dict[str, str] | None:
+    """A remembered decode failure that parses (``reason`` and ``detail`` strings), else None."""
+    if not path.is_file():
+        return None
+    try:
+        verdict = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(verdict, dict) or not all(isinstance(verdict.get(k), str) for k in ("reason", "detail")):
+        return None
+    return {"reason": verdict["reason"], "detail": verdict["detail"]}
 
 
 def _plan_columns(plan: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +273,8 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
     job_list = list(jobs)
     if cfg.workers > 1 and len(job_list) > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
-        with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx,
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, 1, cfg.decoder) for p, c in job_list]
             rows = [f.result() for f in futures]
     else:  # one video (or one worker): the workers split that video instead
@@ -264,9 +296,35 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
 
 
 def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    tmp.replace(path)
+    write_parquet(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this process when the step process that started it is gone
+    (killed with SIGKILL it cannot shut its pool down, and orphaned workers would go on
+    writing shards). Linux delivers SIGKILL at the parent's death (``PR_SET_PDEATHSIG``);
+    everywhere a daemon thread also watches for the parent's pid to change."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def read_frames(shard: str | Path):

@@ -132,7 +132,7 @@ class LongVideoBench(Benchmark):
 BENCHMARK = LongVideoBench(
     name="longvideobench",
     title="LongVideoBench (val)",
-    hub_id="longvideobench/LongVideoBench",
+    hub_id="longvideobench/LongVideoBench",  # gated: accept the terms on the hub and set HF_TOKEN
     kind="video",
     order=30,
     media_patterns=("videos.tar.part.*",),

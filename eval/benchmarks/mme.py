@@ -1,4 +1,4 @@
-"""MME (lmms-lab/MME): loader, embedded sample, perception/cognition scores.
+"""MME (lmms-lab-encoder/MME): loader, embedded sample, perception/cognition scores.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def _mme_pairs(rng: random.Random, category: str) -> tuple[Image.Image, list[tup
 
 
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/MME: ``data/test-00000-of-00001.parquet`` (question_id, image, question, answer,
+    """lmms-lab-encoder/MME: ``data/test-00000-of-00001.parquet`` (question_id, image, question, answer,
     category); two questions per image, one Yes and one No, as MME pairs them; four
     perception and two cognition categories."""
     import datasets
@@ -244,7 +244,7 @@ class MME(Benchmark):
 BENCHMARK = MME(
     name="mme",
     title="MME",
-    hub_id="lmms-lab/MME",
+    hub_id="lmms-lab-encoder/MME",  # lmms-eval tasks/mme/mme.yaml
     kind="image",
     order=40,
     split_label="category",

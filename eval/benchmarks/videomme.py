@@ -1,4 +1,4 @@
-"""Video-MME (lmms-lab/Video-MME): loader, embedded sample, leaderboard cells by duration.
+"""Video-MME (lmms-eval/Video-MME): loader, embedded sample, leaderboard cells by duration.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def load_videomme(ctx: LoadContext) -> list[EvalItem]:
 
 
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
+    """lmms-eval/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
     holding ``data/<videoID>.mp4``. Real durations are short < 2 min, medium 4-15 min, long
     30-60 min; the sample keeps the labels with clips of a few seconds (6/12/20 s) so the
     embedded evaluation stays cheap."""
@@ -162,7 +162,7 @@ class VideoMME(Benchmark):
 BENCHMARK = VideoMME(
     name="videomme",
     title="Video-MME",
-    hub_id="lmms-lab/Video-MME",
+    hub_id="lmms-eval/Video-MME",  # lmms-eval tasks/videomme/videomme.yaml (repo moved from lmms-lab)
     kind="video",
     order=20,
     media_patterns=("videos_chunked_*.zip",),
