@@ -1,4 +1,8 @@
 """MMBench (lmms-lab-encoder/MMBench, en dev): loader, embedded sample, cells.
+
+Checked against (dataset card / task code): MMBench ``lmms-lab-encoder/MMBench`` config ``en``: ``en/dev-*.parquet`` with index, question, hint,
+answer, A, B, C, D (absent options empty), category, image, source, L2-category, comment,
+split (lmms-eval ``mmbench_en_dev``; prompt from ``mmbench_doc_to_text``).
 """
 
 from __future__ import annotations
@@ -116,19 +120,21 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
         for _ in range(4):
             img, question, hint, opts, right = _mmbench_item(rng, category)
             letters = dict(zip("ABCD", opts + [None] * (4 - len(opts))))
-            rows.append({
-                "index": str(len(rows) + 1000),
-                "question": question,
-                "hint": hint or None,
-                "answer": "ABCD"[right],
-                **letters,
-                "category": category,
-                "image": {"bytes": image_bytes(img, "PNG"), "path": f"{len(rows)}.png"},
-                "source": "giraffe_embedded",
-                "L2-category": l2[category],
-                "comment": None,
-                "split": "dev",
-            })
+            rows.append(
+                {
+                    "index": str(len(rows) + 1000),
+                    "question": question,
+                    "hint": hint or None,
+                    "answer": "ABCD"[right],
+                    **letters,
+                    "category": category,
+                    "image": {"bytes": image_bytes(img, "PNG"), "path": f"{len(rows)}.png"},
+                    "source": "giraffe_embedded",
+                    "L2-category": l2[category],
+                    "comment": None,
+                    "split": "dev",
+                }
+            )
     rows.append({**rows[0], "index": "9999", "answer": "E"})  # answer letter with no option behind it
     features = {k: datasets.Value("string") for k in rows[0]} | {"image": datasets.Image()}
     write_parquet(rows, features, root / "en" / "dev-00000-of-00001.parquet")

@@ -1,4 +1,13 @@
 """MME (lmms-lab-encoder/MME): loader, embedded sample, perception/cognition scores.
+
+MME (Fu et al., 2023; lmms-eval ``mme_aggregate_results``): per category, ``acc`` is the
+share of questions answered right and ``acc+`` the share of images whose two questions are
+both right; the category score is ``(acc + acc+) * 100`` (at most 200); perception is the sum
+over the 10 perception categories (max 2000), cognition over the 4 cognition ones (max 800).
+
+Checked against (dataset card / task code): MME ``lmms-lab-encoder/MME``: ``data/test-*.parquet`` with question_id (the image, e.g.
+``code_reasoning/0020.png``), image, question, answer (Yes/No), category; two questions per
+image (lmms-eval ``mme`` task: ``mme_aggregate_results`` asserts the pairs).
 """
 
 from __future__ import annotations
@@ -209,7 +218,13 @@ class MME(Benchmark):
     def metadata(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         scores = summary["mme"]
         categories = [
-            {"category": c, "kind": v["kind"], "acc": round(100 * v["acc"], 1), "acc+": round(100 * v["acc_plus"], 1), "score": round(v["score"], 1)}
+            {
+                "category": c,
+                "kind": v["kind"],
+                "acc": round(100 * v["acc"], 1),
+                "acc+": round(100 * v["acc_plus"], 1),
+                "score": round(v["score"], 1),
+            }
             for c, v in scores["categories"].items()
         ]
         return {

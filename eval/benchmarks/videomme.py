@@ -1,4 +1,9 @@
 """Video-MME (lmms-eval/Video-MME): loader, embedded sample, leaderboard cells by duration.
+
+Checked against (dataset card / task code): VideoMME ``lmms-eval/Video-MME``: card features video_id, duration (short/medium/long),
+domain, sub_category, url, videoID, question_id, task_type, question, options (list of
+"A. ..."), answer (letter); ``videomme/test-*.parquet``; videos in ``videos_chunked_*.zip``
+unpacked to ``data/<videoID>.mp4`` (lmms-eval ``videomme_doc_to_visual``).
 """
 
 from __future__ import annotations
@@ -86,27 +91,34 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
         for _ in range(2):
             n += 1
             vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
-            files.append(encode_video(staging / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)))
+            files.append(
+                encode_video(
+                    staging / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)
+                )
+            )
             for j, (q, opts, right) in enumerate((pattern_question(rng, pattern), duration_question(rng, seconds))):
-                rows.append({
-                    "video_id": f"{n:03d}",
-                    "duration": duration,
-                    "domain": "Knowledge",
-                    "sub_category": "Technology",
-                    "url": f"https://www.youtube.com/watch?v={vid}",
-                    "videoID": vid,
-                    "question_id": f"{n:03d}-{j + 1}",
-                    "task_type": "Object Recognition" if j == 0 else "Temporal Perception",
-                    "question": q,
-                    "options": [f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts)],
-                    "answer": "ABCD"[right],
-                })
+                rows.append(
+                    {
+                        "video_id": f"{n:03d}",
+                        "duration": duration,
+                        "domain": "Knowledge",
+                        "sub_category": "Technology",
+                        "url": f"https://www.youtube.com/watch?v={vid}",
+                        "videoID": vid,
+                        "question_id": f"{n:03d}-{j + 1}",
+                        "task_type": "Object Recognition" if j == 0 else "Temporal Perception",
+                        "question": q,
+                        "options": [f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts)],
+                        "answer": "ABCD"[right],
+                    }
+                )
     rows.append({**rows[0], "video_id": "999", "videoID": "MISSINGVID1", "question_id": "999-1"})  # video never shipped
     import datasets
 
     write_parquet(
         rows,
-        {k: datasets.Value("string") for k in rows[0] if k != "options"} | {"options": datasets.Sequence(datasets.Value("string"))},
+        {k: datasets.Value("string") for k in rows[0] if k != "options"}
+        | {"options": datasets.Sequence(datasets.Value("string"))},
         root / "videomme" / "test-00000-of-00001.parquet",
     )
     with zipfile.ZipFile(root / "videos_chunked_01.zip", "w", compression=zipfile.ZIP_STORED) as zf:

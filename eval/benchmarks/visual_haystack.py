@@ -271,7 +271,9 @@ class HaystackOptions(pydantic.BaseModel):
         description="Items per count, balanced yes/no; None: every entry of the file on the hub (100 per count), "
         "2 on the embedded sample (one yes, one no: the demo's curve, kept cheap).",
     )
-    image_size: int = pydantic.Field(default=56, description="Embedded sample only: side of the drawn images (56 px = 4 visual tokens).")
+    image_size: int = pydantic.Field(
+        default=56, description="Embedded sample only: side of the drawn images (56 px = 4 visual tokens)."
+    )
     image_root: Optional[str] = pydantic.Field(
         default=None, description="Hub mode: the folder the files' image paths are relative to (COCO 2017, see the dataset card)."
     )
@@ -303,7 +305,12 @@ class VisualHaystack(Benchmark):
         eff = summary["effective_length"]
         curve_table = markdown_table(
             [
-                {"images": p["n_images"], "accuracy (%)": round(100 * p["accuracy"], 1), "items": p["n"], "mean prompt tokens": p["mean_tokens"]}
+                {
+                    "images": p["n_images"],
+                    "accuracy (%)": round(100 * p["accuracy"], 1),
+                    "items": p["n"],
+                    "mean prompt tokens": p["mean_tokens"],
+                }
                 for p in summary["curve"]
             ]
         )
@@ -331,7 +338,10 @@ class VisualHaystack(Benchmark):
 
     def tables(self, rows) -> list[tuple[str, str]]:
         native = [r for r in rows if r["source"] == "native"]
-        table = [{"model": r["model"], "method": r["method"], "images": r["vh_effective_images"], "tokens": r["vh_effective_tokens"]} for r in native]
+        table = [
+            {"model": r["model"], "method": r["method"], "images": r["vh_effective_images"], "tokens": r["vh_effective_tokens"]}
+            for r in native
+        ]
         return [("effective_length", markdown_table(table))]
 
 
