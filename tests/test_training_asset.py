@@ -227,8 +227,8 @@ def test_giraffe_train_cli_runs_stages_in_order(make_root, tmp_path_factory, tra
     monkeypatch.setenv("GIRAFFE_DATA_ROOT", str(root))
     args = ["train", "--recipe", "mrope_pp", "--steps", "2", "--batch-source", _source(train_batch_file),
             "--data-root", str(root), "--dagster-home", str(home)]
-    assert main([*args, "--stages", "32k"]) == 1
-    assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().out
+    assert main([*args, "--stages", "32k"]) == 2  # refused before any run: 8k was never trained
+    assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().err
     assert main([*args, "--stages", "8k"]) == 0
     out = capsys.readouterr().out
     assert "mrope_pp|8k" in out and "over 2 steps" in out and str(root / "checkpoints" / "mrope_pp" / "8k" / "final") in out
