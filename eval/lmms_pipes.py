@@ -19,7 +19,10 @@ from pathlib import Path
 def main() -> int:
     from dagster_pipes import open_dagster_pipes
 
+    from assets.contract.console import quiet_console
     from eval import lmms
+
+    quiet_console()  # GIRAFFE_VERBOSE from the launching process
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras

@@ -34,7 +34,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
+from assets.contract.progress import Progress
 from assets.video.grid import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VIDEO_TOTAL_PIXELS, HybridConfig
 from assets.video.plan import VideoSamplingConfig
 from eval.items import EvalItem
@@ -366,10 +366,11 @@ class Runner:
         order = sorted(range(len(items)), key=lambda i: (items[i].video or "", items[i].n_images, i))
         rows: dict[int, dict] = {}
         pending: list[tuple[int, Prepared]] = []
-        started, done = time.monotonic(), 0
+        benchmark = items[0].benchmark if items else "eval"
+        # the evaluation asset's summary line says the total time and rate
+        progress = Progress(f"{benchmark} on {self.model_id}", len(items), self.log, unit="items", closing_line=False)
 
         def flush() -> None:
-            nonlocal done
             if not pending:
                 return
             try:
@@ -390,9 +391,8 @@ class Runner:
                     for one in list(pending):
                         pending[:] = [one]
                         flush()
-            done += len(pending)
+            progress.update(len(pending))
             pending.clear()
-            self.log(f"{self.model_id}: {done}/{len(items)} items ({time.monotonic() - started:.1f} s)")
 
         for i in order:
             try:
@@ -402,4 +402,5 @@ class Runner:
             if len(pending) >= self.cfg.batch_size:
                 flush()
         flush()
+        progress.close()
         return [rows[i] for i in range(len(items))]

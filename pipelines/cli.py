@@ -99,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from pipelines.console_log import with_compact_console
+    from pipelines.console_log import error_summary, with_compact_console
     from pipelines.definitions import build_definitions
     from pipelines.jobs import DEMO_SEQUENCE, demo_partition_keys
 
@@ -130,8 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     # a WARN check reports what the data cannot do (shown, does not fail the demo)
                     (warned_checks if ev.severity.value == "WARN" else failed_checks).append(where)
                 if e.is_step_failure:
-                    message = str(e.event_specific_data.error.message).strip().splitlines() or ["(no message)"]
-                    errors.append(f"{e.step_key} in run {result.run_id}: {message[0]}")
+                    errors.append(f"{e.step_key} in run {result.run_id}: {error_summary(e.event_specific_data.error)}")
             success = success and result.success
             if not result.success:
                 break
@@ -165,19 +164,21 @@ def summary_rows(rows: list[tuple]) -> list[dict]:
     families: dict[str, dict] = {}
     for key, partition, n_rows, rejected in rows:
         family = key.split("/", 1)[0] + ("/*" if "/" in key else "")
-        f = families.setdefault(family, {"assets": set(), "partitions": set(), "rows": 0, "rejected": 0})
+        f = families.setdefault(family, {"assets": set(), "partitions": set(), "rows": None, "rejected": None})
         f["assets"].add(key)
         if partition:
             f["partitions"].add(str(partition))
-        f["rows"] += int(n_rows or 0)
-        f["rejected"] += int(rejected or 0) if isinstance(rejected, (int, float)) else 0
+        if isinstance(n_rows, (int, float)):
+            f["rows"] = (f["rows"] or 0) + int(n_rows)
+        if isinstance(rejected, (int, float)):
+            f["rejected"] = (f["rejected"] or 0) + int(rejected)
     return [
         {
             "asset": family,
             "assets": len(f["assets"]),
             "partitions": len(f["partitions"]) or "-",
-            "rows": f["rows"],
-            "rejected": f["rejected"],
+            "rows": "-" if f["rows"] is None else f["rows"],
+            "rejected": "-" if f["rejected"] is None else f["rejected"],
         }
         for family, f in families.items()
     ]

@@ -19,10 +19,18 @@ import dagster as dg
 QUIET_MESSAGES = ("[pipes] external process successfully opened dagster pipes.",)
 
 
+def error_summary(error) -> str:
+    """The first line of the innermost cause of a Dagster ``SerializableErrorInfo`` (the user's
+    exception, not Dagster's "Error occurred while executing op" wrapper around it)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    lines = (getattr(error, "message", "") or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class CompactFormatter(logging.Formatter):
-    def __init__(self, verbose: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__(datefmt="%H:%M:%S")
-        self.verbose = verbose
 
     def format(self, record: logging.LogRecord) -> str:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -30,10 +38,12 @@ class CompactFormatter(logging.Formatter):
         message = str(meta.get("orig_message") or record.getMessage())
         event = meta.get("dagster_event")
         error = getattr(getattr(event, "event_specific_data", None), "error", None)
-        if error is not None:
-            detail = (getattr(error, "message", "") or "").strip().splitlines()
-            if detail:
-                message = f"{message} {detail[0]}"
+        if error is not None and (detail := error_summary(error)):
+            message = f"{message} {detail}"
+        for prefix in (where, where.rsplit("/", 1)[-1]):  # "chatml/mmdu: mmdu: 7 rows" -> "chatml/mmdu: 7 rows"
+            if message.startswith(prefix + ": "):
+                message = message[len(prefix) + 2:]
+                break
         level = "" if record.levelno == logging.INFO else f"{record.levelname} "
         return f"{self.formatTime(record, self.datefmt)} {level}{where}: {message}"
 
@@ -47,7 +57,7 @@ class _Quiet(logging.Filter):
 def compact_logger(level: str | int = "INFO", verbose: bool = False, stream=None) -> logging.Logger:
     logger = logging.Logger("giraffe", level=level if isinstance(level, int) else logging.getLevelName(level.upper()))
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(CompactFormatter(verbose))
+    handler.setFormatter(CompactFormatter())
     if not verbose:
         handler.addFilter(_Quiet())
     logger.addHandler(handler)

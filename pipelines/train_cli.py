@@ -165,7 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from pipelines.console_log import with_compact_console
+    from pipelines.console_log import error_summary, with_compact_console
     from pipelines.definitions import build_definitions
 
     config = overrides(args)
@@ -182,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise_on_error=False,
         )
         if not result.success:
-            errors = [_one_line(str(e.event_specific_data.error.message).strip()) for e in result.all_events if e.is_step_failure]
+            errors = [error_summary(e.event_specific_data.error) for e in result.all_events if e.is_step_failure]
             print(f"giraffe train: {args.recipe}|{stage} failed (run {result.run_id}): {' '.join(errors)}",
                   file=sys.stderr, flush=True)
             return 1

@@ -20,6 +20,7 @@ from assets.contract.conversation import (
     make_sample_id,
 )
 from assets.contract.media import MediaResolver, RejectRow
+from assets.contract.progress import Progress, Sink
 
 if TYPE_CHECKING:
     from assets.sources.registry import SourceSpec
@@ -92,11 +93,16 @@ def normalize_source(
     spec: SourceSpec,
     rows: Iterable[dict[str, Any]],
     media: MediaResolver,
+    log: Sink | None = None,
 ) -> NormalizeResult:
+    """Every raw row into a conversation or a rejection with its reason; ``log`` gets the
+    progress lines of a long source (rows done, rate, ETA)."""
     rows = list(rows)
     result = NormalizeResult(rows_in=len(rows))
     seen: dict[str, list[int]] = {}
+    progress = Progress(f"chatml/{spec.name}", len(rows), log, unit="rows")
     for source_rows, record in iter_records(spec, rows):
+        progress.update(len(source_rows))
         sample_id = make_sample_id(spec.name, record)
 
         def reject(reason: str, detail: str) -> None:
@@ -121,6 +127,7 @@ def normalize_source(
             reject("malformed_row", f"{type(exc).__name__}: {exc}")
             continue
         result.conversations.append(Conversation(sample_id, spec.name, spec.category, messages, source_rows))
+    progress.close()
     return result
 
 
@@ -144,7 +151,7 @@ def accounting(result: NormalizeResult) -> tuple[bool, str]:
     return ok, detail
 
 
-def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeResult:
+def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path, log: Sink | None = None) -> NormalizeResult:
     """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``."""
     import pyarrow.parquet as pq
 
@@ -153,7 +160,7 @@ def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeRes
     manifest = read_manifest(raw_dir)
     rows = pq.read_table(manifest["data_path"]).to_pylist()
     media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media")
-    result = normalize_source(spec, rows, media)
+    result = normalize_source(spec, rows, media, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in (("conversations", result.conversation_table()), ("rejected", result.rejected_table())):
         tmp = out_dir / f"{name}.parquet.partial"
