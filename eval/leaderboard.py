@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from assets.contract.markdown import figure_png, pyplot
+from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
 
 BASE = "base"
 COLUMNS = (
@@ -140,7 +140,7 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Mapping[str, str], threshold: float = 0.6) -> bytes:
     """Accuracy (%) vs number of images, one line per model, the threshold dashed (Figure 4)."""
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     for model, points in curves.items():
         xs = [p["n_images"] for p in points]
         ys = [100 * p["accuracy"] for p in points]
@@ -152,7 +152,7 @@ def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Map
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_title("Visual Haystack single needle")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=9, loc="lower left")
     return figure_png(fig)
 
 
@@ -160,7 +160,7 @@ def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Grouped bars: VideoMME accuracy by duration (and overall), one bar per model."""
     groups = (*VIDEOMME_DURATIONS, "overall")
     models = [r for r in rows if r.get("videomme_overall") is not None]
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     width = 0.8 / max(1, len(models))
     for i, r in enumerate(models):
         ys = [r.get(f"videomme_{g}") or 0.0 for g in groups]
@@ -172,7 +172,7 @@ def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     ax.set_ylim(0, 100)
     ax.set_title("Video-MME by duration")
     if models:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     return figure_png(fig)
 
 

@@ -15,14 +15,16 @@ from assets.defs.tokens import token_counts
 from assets.defs.video import video_frames
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import all_jobs
-from pipelines.schedules import nightly_refresh_schedule
+from pipelines.schedules import apply_raw_freshness, nightly_refresh_schedule
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """Definitions with resources from the environment (read now, not at first import); any
     ``resources`` given replace those keys only."""
     return dg.Definitions(
-        assets=apply_automation([*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, checkpoint, *evaluation_assets]),
+        assets=apply_raw_freshness(apply_automation(
+            [*raw_assets, *chatml_assets, base_model, video_frames, token_counts, *packing_assets, checkpoint, *evaluation_assets]
+        )),
         jobs=all_jobs,
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],

@@ -161,3 +161,14 @@ def test_the_cli_logger_writes_short_lines(capfd):
     assert failure and "ValueError: the file is not parquet" in failure[0]
     assert not any("second line of detail" in line for line in lines)
     assert max(len(line) for line in lines if "ERROR" not in line) < 60
+
+
+def test_a_stage_with_its_own_summary_gets_no_closing_line():
+    clock, lines = Clock(), []
+    p = Progress("video_frames", 10, lines.append, unit="videos", closing_line=False, clock=clock)
+    clock.t = 12
+    p.update(5)
+    clock.t = 30
+    p.update(5)
+    p.close()
+    assert lines == ["video_frames: 5/10 videos (50%), 2.4 s/video, ETA 12 s"]

@@ -8,7 +8,7 @@ from assets.contract.chat_template import render_chatml
 from assets.contract.cleaning import special_tokens_left
 from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
-from assets.defs.metadata import column_schema
+from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.resources import DataStore
 from assets.defs.sources import raw_key
 from assets.sources.registry import SOURCES, SourceSpec
@@ -31,6 +31,8 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         deps=[raw_key(spec.name)],
         group_name=CHATML_GROUP,
         code_version=CHATML_CODE_VERSION,
+        owners=[DATA_TEAM],
+        metadata={"dagster/column_schema": column_schema(CONVERSATION_SCHEMA)},
         kinds={"parquet", "polars"},
         tags={"category": spec.category},
         description=(
@@ -44,7 +46,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     )
     def _chatml(context: dg.AssetExecutionContext, store: DataStore) -> dg.MaterializeResult:
         out_dir = store.stage_dir("chatml", spec.name)
-        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir)
+        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, log=context.log.info)
         ok, detail = accounting(result)
         leaked = {
             c.sample_id: tokens

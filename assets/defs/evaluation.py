@@ -27,6 +27,7 @@ training assets) and eval/<name> -> benchmark/<name>.
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.contract.markdown import counts_table, markdown_table, png_markdown
+from assets.contract.progress import duration, rate
+from assets.defs.metadata import EVAL_TEAM, column_schema
 from assets.defs.model import BASE_MODEL_KEY
 from assets.defs.partitions import CHECKPOINT_KEY, RECIPES, STAGES, checkpoint_dir, checkpoint_partitions
 from assets.defs.resources import DataStore, SourceHub
@@ -43,7 +46,7 @@ from eval import lmms
 from eval.benchmarks import BENCHMARKS, BenchmarkSpec
 from eval.fetch import fetch_benchmark
 from eval.formats import FetchOptions, limit_per_split
-from eval.items import PREDICTION_SCHEMA, EvalItem, read_items
+from eval.items import ITEM_SCHEMA, PREDICTION_SCHEMA, EvalItem, read_items
 from eval.runner import RunConfig, Runner, VideoEvalConfig
 from eval.scoring import EFFECTIVE_THRESHOLD, summarize
 
@@ -58,6 +61,11 @@ REGRESSION_CHECK = "short_context_regression"
 # embedded clips are 128x96: a small per-frame budget keeps the tiny-model demo cheap
 EMBEDDED_VIDEO_PIXELS = (16 * 28 * 28, 64 * 28 * 28)
 EMBEDDED_ITEMS_PER_SIZE, HUB_ITEMS_PER_SIZE = 2, 100_000  # hub: as many as each file holds
+# Bump when an asset's output changes for the same inputs (normalisation, scoring, the board).
+BENCHMARK_CODE_VERSION = "1"
+EVAL_CODE_VERSION = "1"
+LEADERBOARD_CODE_VERSION = "1"
+LMMS_EVAL_CODE_VERSION = "1"
 
 
 def benchmark_key(name: str) -> dg.AssetKey:
@@ -159,6 +167,9 @@ def _benchmark_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=benchmark_key(spec.name),
         group_name=BENCHMARK_GROUP,
+        code_version=BENCHMARK_CODE_VERSION,
+        owners=[EVAL_TEAM],
+        metadata={"dagster/column_schema": column_schema(ITEM_SCHEMA)},
         kinds={"parquet", "huggingface"},
         description=f"{spec.title} ({spec.hub_id}) in its published format, normalised to items.parquet "
         f"(prompt as lmms-eval builds it, media as local paths) + rejected.parquet. {spec.paper}.",
@@ -196,6 +207,7 @@ def _benchmark_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
                 "items": len(fetched.items),
                 "rejected": len(fetched.rejected),
                 "dagster/row_count": len(fetched.items),
+                "dagster/column_schema": column_schema(ITEM_SCHEMA),
                 f"items_by_{spec.split_label}": dg.MetadataValue.md(counts_table(fetched.by_split(), spec.split_label, "items")),
                 "rejected_by_reason": dg.MetadataValue.md(counts_table(fetched.reasons())),
                 "preview": dg.MetadataValue.md(markdown_table(preview, width=120)),
@@ -226,9 +238,16 @@ def evaluate(
     if not items_path.is_file():
         raise dg.Failure(f"{items_path} is missing: materialise {benchmark_key(spec.name).to_user_string()} first")
     items: list[EvalItem] = limit_per_split(read_items(items_path), config.max_items_per_split, 0)
-    context.log.info(f"{spec.name}: {len(items)} items on {runner.model_id}")
+    started = time.monotonic()
     rows = runner.run(items)
+    seconds = time.monotonic() - started
     summary = summarize(spec.name, rows, config.effective_threshold) | model_info | {"answer_mode": runner.cfg.answer_mode}
+    accuracy = "-" if summary["accuracy"] is None else f"{100 * summary['accuracy']:.1f}%"
+    context.log.info(
+        f"{spec.name} on {runner.model_id}: accuracy {accuracy} over {len(items)} items in {duration(seconds)}, "
+        f"{rate(len(items), seconds, 'items')} ({runner.cfg.answer_mode}; "
+        + ", ".join(f"{k} {v}" for k, v in summary["status"].items()) + ")"
+    )
     out = lb.model_dir(store.path / "eval", spec.name, runner.model_id)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
@@ -256,6 +275,7 @@ def eval_metadata(spec: BenchmarkSpec, rows: list[dict], summary: dict, samples:
         "answer_mode": summary.get("answer_mode", "generate"),
         "items": summary["n"],
         "dagster/row_count": summary["n"],
+        "dagster/column_schema": column_schema(PREDICTION_SCHEMA),
         "status": dg.MetadataValue.md(counts_table(summary["status"], "status", "items")),
         f"accuracy_by_{spec.split_label}": dg.MetadataValue.md(_split_table(summary, spec.split_label)),
         "samples": dg.MetadataValue.md(
@@ -316,6 +336,9 @@ def _eval_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=eval_key(spec.name),
         group_name=EVAL_GROUP,
+        code_version=EVAL_CODE_VERSION,
+        owners=[EVAL_TEAM],
+        metadata={"dagster/column_schema": column_schema(PREDICTION_SCHEMA)},
         partitions_def=checkpoint_partitions,
         deps=[
             dg.AssetDep(CHECKPOINT_KEY, partition_mapping=dg.IdentityPartitionMapping()),
@@ -341,7 +364,6 @@ def _eval_asset(spec: BenchmarkSpec) -> dg.AssetsDefinition:
         rows, summary = evaluate(context, spec, runner, store, config, info)
         md = eval_metadata(spec, rows, summary, config.samples_in_metadata)
         md.update(checkpoint=dg.MetadataValue.path(str(path)), method=info["method"])
-        context.log.info(f"{spec.name} on {model}: answer_mode={runner.cfg.answer_mode}")
         return dg.MaterializeResult(metadata=md)
 
     _asset.__name__ = f"eval_{spec.name}"
@@ -354,6 +376,9 @@ eval_assets = [_eval_asset(spec) for spec in BENCHMARKS]
 @dg.asset(
     key=EVAL_BASE_KEY,
     group_name=LEADERBOARD_GROUP,
+    code_version=EVAL_CODE_VERSION,
+    owners=[EVAL_TEAM],
+    metadata={"dagster/column_schema": column_schema(PREDICTION_SCHEMA)},
     deps=[BASE_MODEL_KEY, *[benchmark_key(s.name) for s in BENCHMARKS]],
     kinds={"pytorch", "parquet"},
     description="Every benchmark on model/base (loaded once): the reference row of the leaderboard and "
@@ -379,6 +404,8 @@ def eval_base(context: dg.AssetExecutionContext, config: EvalConfig, store: Data
         if spec.name == "mme":
             md.update(mme_perception=round(summary["mme"]["perception"], 2), mme_cognition=round(summary["mme"]["cognition"], 2))
     md["scores"] = dg.MetadataValue.md(markdown_table(table))
+    md["dagster/row_count"] = sum(r["items"] for r in table)  # predictions over every benchmark
+    md["dagster/column_schema"] = column_schema(PREDICTION_SCHEMA)
     md["answer_mode"] = runner.cfg.answer_mode
     md["checkpoint"] = dg.MetadataValue.path(str(path))
     return dg.MaterializeResult(metadata=md)
@@ -390,6 +417,8 @@ def eval_base(context: dg.AssetExecutionContext, config: EvalConfig, store: Data
 @dg.asset(
     key=LMMS_EVAL_KEY,
     group_name=LMMS_EVAL_GROUP,
+    code_version=LMMS_EVAL_CODE_VERSION,
+    owners=[EVAL_TEAM],
     partitions_def=checkpoint_partitions,
     deps=[dg.AssetDep(CHECKPOINT_KEY, partition_mapping=dg.IdentityPartitionMapping())],
     kinds={"pytorch"},
@@ -429,6 +458,8 @@ def lmms_rows(eval_root: Path) -> list[dict]:
 @dg.asset(
     key=LEADERBOARD_KEY,
     group_name=LEADERBOARD_GROUP,
+    code_version=LEADERBOARD_CODE_VERSION,
+    owners=[EVAL_TEAM],
     deps=[*[eval_key(s.name) for s in BENCHMARKS], EVAL_BASE_KEY, *([LMMS_EVAL_KEY] if LMMS_EVAL_ENABLED else [])],
     kinds={"matplotlib"},
     check_specs=[

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_data_uri
-from assets.defs.metadata import column_schema
+from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
 from assets.defs.resources import DataStore
 from assets.defs.tokens import TOKEN_COUNTS_KEY
@@ -86,6 +86,8 @@ def _check(name: str, asset: dg.AssetKey, passed: bool, problems: list[str], sev
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
     code_version="1",
+    owners=[DATA_TEAM],
+    metadata={"dagster/column_schema": column_schema(SEQUENCE_SCHEMA)},
     kinds={"parquet", "numba"},
     description="Samples concatenated to at most the stage length (best-fit decreasing, never "
     "truncated), homogeneous in category x long; longer samples deferred or rejected with a reason.",
@@ -103,7 +105,7 @@ def packed(context: dg.AssetExecutionContext, config: PackConfig, store: DataSto
     context.log.info(f"packing {counts.num_rows} counted samples into {stage} ({capacity} tokens, {config.attention_mode})")
     started = time.perf_counter()
     result = pack_stage(
-        counts, stage, STAGE_CAPACITIES, long_threshold=config.long_threshold, mode=config.attention_mode, log=context.log.info
+        counts, stage, STAGE_CAPACITIES, long_threshold=config.long_threshold, mode=config.attention_mode, log=context.log.debug
     )
     seconds = time.perf_counter() - started
     out = store.stage_dir("packed", stage)
@@ -157,6 +159,8 @@ def packed(context: dg.AssetExecutionContext, config: PackConfig, store: DataSto
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
     code_version="1",
+    owners=[DATA_TEAM],
+    metadata={"dagster/column_schema": column_schema(MIXTURE_SCHEMA)},
     kinds={"parquet"},
     description="The stage's training set: whole packed sequences chosen (seeded, deterministic) to "
     "reach the ETVLM token shares by category and long/short, with its data card.",

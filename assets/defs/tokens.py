@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 
 from assets.contract.conversation import REJECTED_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
+from assets.contract.progress import Progress
 from assets.defs.chatml import chatml_key
-from assets.defs.metadata import column_schema
+from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.model import BASE_MODEL_KEY
 from assets.defs.resources import DataStore
 from assets.defs.video import VIDEO_FRAMES_KEY, VIDEO_GROUP, histogram_md
@@ -45,6 +46,8 @@ def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
     deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s.name) for s in SOURCES]],
     group_name=VIDEO_GROUP,
     code_version=TOKEN_COUNTS_CODE_VERSION,
+    owners=[DATA_TEAM],
+    metadata={"dagster/column_schema": column_schema(COUNT_SCHEMA)},
     kinds={"parquet", "transformers"},
     description="Exact token length of every ChatML sample with the base model's processor and chat "
     "template: text + image tokens from image grids + video tokens from the frame plans.",
@@ -63,14 +66,15 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
     counter = TokenCounter(processor, video_plans(store.stage_dir("video_frames")))
     counts, rejected = [], []
     conversations = 0
-    for spec in SOURCES:
-        path = store.stage_dir("chatml", spec.name) / "conversations.parquet"
-        if path.is_file():
-            rows = pq.read_table(path).to_pylist()
-            conversations += len(rows)
-            c, r = count_table(rows, counter)
-            counts += c
-            rejected += r
+    paths = [p for s in SOURCES if (p := store.stage_dir("chatml", s.name) / "conversations.parquet").is_file()]
+    progress = Progress(STAGE, sum(pq.read_metadata(p).num_rows for p in paths), context.log.info, unit="samples")
+    for path in paths:
+        rows = pq.read_table(path).to_pylist()
+        conversations += len(rows)
+        c, r = count_table(rows, counter, progress)
+        counts += c
+        rejected += r
+    progress.close()
     video_dir = store.stage_dir("video_frames")
     frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
     if all(p.is_file() for p in frame_tables):
