@@ -15,11 +15,14 @@ import sys
 from pathlib import Path
 
 from assets.contract.atomic import write_json
+from assets.contract.console import quiet_console
 from eval import lmms
 
 
 def main() -> int:
     from dagster_pipes import open_dagster_pipes
+
+    quiet_console()  # GIRAFFE_VERBOSE from the launching process
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras

@@ -34,7 +34,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
+from assets.contract.progress import Progress
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import PlanError
 from assets.video.inputs import expand_videos, mm_token_type_ids, video_pixel_values
@@ -317,10 +317,11 @@ class Runner:
         order = sorted(range(len(items)), key=lambda i: (items[i].video or "", items[i].n_images, i))
         rows: dict[int, dict] = {}
         pending: list[tuple[int, Prepared]] = []
-        started, done = time.monotonic(), 0
+        benchmark = items[0].benchmark if items else "eval"
+        # the evaluation asset's summary line says the total time and rate
+        progress = Progress(f"{benchmark} on {self.model_id}", len(items), self.log, unit="items", closing_line=False)
 
         def flush() -> None:
-            nonlocal done
             if not pending:
                 return
             try:
@@ -341,9 +342,8 @@ class Runner:
                     for one in list(pending):
                         pending[:] = [one]
                         flush()
-            done += len(pending)
+            progress.update(len(pending))
             pending.clear()
-            self.log(f"{self.model_id}: {done}/{len(items)} items ({time.monotonic() - started:.1f} s)")
 
         for i in order:
             try:
@@ -353,4 +353,5 @@ class Runner:
             if len(pending) >= self.cfg.batch_size:
                 flush()
         flush()
+        progress.close()
         return [rows[i] for i in range(len(items))]

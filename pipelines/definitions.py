@@ -22,7 +22,7 @@ from assets.defs.video import build_video_frames
 from assets.sources.declared import ENV_VAR, all_sources
 from pipelines.automation import apply_automation, automation_sensor
 from pipelines.jobs import all_jobs
-from pipelines.schedules import nightly_refresh_schedule
+from pipelines.schedules import apply_raw_freshness, nightly_refresh_schedule
 
 
 def source_assets(datasets: str | None = None) -> list:
@@ -52,7 +52,7 @@ def build_definitions(resources: dict | None = None, datasets: str | None = None
     chatml/<name> beside the registry's sources and flows through video frames, token counts,
     packing and the mixture."""
     return dg.Definitions(
-        assets=apply_automation(graph_assets(datasets)),
+        assets=apply_raw_freshness(apply_automation(graph_assets(datasets))),
         jobs=all_jobs,
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.cli_args import positive_int
+
 
 class InputError(Exception):
     pass
@@ -95,9 +97,19 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def add_pack_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("pack", help="best-fit pack a parquet of sample_id, n_tokens into sequences")
+    p = subparsers.add_parser(
+        "pack",
+        help="best-fit pack a parquet of sample_id, n_tokens into sequences",
+        description="Pack sample lengths alone with the pipeline's best-fit decreasing and print one JSON line "
+        "(bins, fill, rejected, seconds, ...). With --out, one row per input sample in input order: sample_id, "
+        "n_tokens, bin, offset (null for a sample longer than the capacity, reason longer_than_capacity). Bad "
+        "input is one line on stderr and exit status 2.",
+        epilog="examples:\n"
+        "  giraffe pack data/token_counts/token_counts.parquet --capacity 32768\n"
+        "  giraffe pack lengths.parquet --capacity 8192 --out packed.parquet",
+    )
     p.add_argument("lengths", help="parquet file with columns sample_id, n_tokens")
-    p.add_argument("--capacity", type=int, required=True, help="sequence length in tokens")
+    p.add_argument("--capacity", type=positive_int, required=True, help="sequence length in tokens")
     p.add_argument("--out", help="write one row per sample with its bin and offset here")
     p.set_defaults(func=cmd_pack)
     return p

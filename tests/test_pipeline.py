@@ -4,6 +4,9 @@ import dagster as dg
 
 from assets.sources.registry import SOURCES
 
+# `giraffe demo` printed 448 lines before the console was quieted (issue 14); now about NNN.
+DEMO_CONSOLE_MAX_LINES = 200
+
 
 def test_definitions_load_with_every_source_asset_and_checks():
     from pipelines.definitions import defs
@@ -117,3 +120,105 @@ def test_demo_packs_and_mixes_every_stage_partition(demo_run):
             [dg.AssetCheckKey(dg.AssetKey(["packed"]), check)]
         )
         assert next(iter(evaluation.values())).status.value == "SUCCEEDED", check
+
+
+def test_every_asset_has_a_code_version_an_owner_and_described_columns():
+    from pipelines.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.code_version, f"{key.to_user_string()} has no code_version"
+        assert node.owners and all(o.startswith("team:giraffe-") for o in node.owners), key
+        schema = node.metadata.get("dagster/column_schema")
+        if schema is not None:
+            columns = getattr(schema, "schema", schema).columns  # a TableSchema or its metadata value
+            undescribed = [c.name for c in columns if not c.description]
+            assert undescribed == [], (key.to_user_string(), undescribed)
+    # descriptions escape what markdown would eat (the UI rendered "checkpoints///final")
+    assert "`checkpoints/<recipe>/<stage>/final`" in graph.get(dg.AssetKey(["checkpoint"])).description
+
+
+def test_every_project_schema_describes_every_column():
+    import pyarrow as pa
+
+    from assets.contract import conversation
+    from assets.contract.schema import description
+    from assets.mixture import mix
+    from assets.packing import stage
+    from assets.tokens import count
+    from assets.video import frames
+    from eval import items
+
+    schemas = {
+        f"{m.__name__}.{n}": v
+        for m in (conversation, mix, stage, count, frames, items)
+        for n, v in vars(m).items()
+        if n.endswith("_SCHEMA") and isinstance(v, pa.Schema)
+    }
+    assert len(schemas) >= 11
+    for name, schema in schemas.items():
+        assert [f.name for f in schema if not description(f)] == [], name
+
+
+def test_demo_metadata_has_schemas_code_versions_and_readable_plots(demo_run):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    _, instance, data = demo_run
+
+    def latest(*key):
+        return instance.get_latest_materialization_event(dg.AssetKey(list(key))).asset_materialization
+
+    def pngs(md_text: str) -> list:
+        return [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", md_text)]
+
+    for key in (("raw", "mmdu"), ("benchmark", "mme"), ("eval", "mme"), ("video_frames",), ("token_counts",)):
+        mat = latest(*key)
+        columns = mat.metadata["dagster/column_schema"].value.columns
+        assert columns and all(c.description for c in columns), key
+        assert mat.tags.get("dagster/code_version") == "1", key
+    raw = {c.name: c.description for c in latest("raw", "mmdu").metadata["dagster/column_schema"].value.columns}
+    assert raw["conversations"].startswith("turns [{from: human|gpt, value}]")
+
+    frames = latest("video_frames").metadata
+    assert [c.name for c in frames["dagster/column_schema"].value.columns][:3] == ["video_key", "frame", "frame_index"]
+    assert frames["dagster/row_count"].value == frames["frames_sampled"].value  # rows are frames
+    [sheet] = pngs(frames["contact_sheet"].value)
+    assert sheet.size[0] >= 900 and (data / "video_frames" / "contact_sheet.png").is_file()
+    header = frames["videos_table"].value.splitlines()[0]
+    assert "| source |" in header and "| duration |" in header
+
+    ckpt = instance.get_latest_materialization_event(dg.AssetKey(["checkpoint"])).asset_materialization.metadata
+    assert ckpt["losses"].value.startswith("| step | loss | learning rate |")
+    [curves] = pngs(ckpt["loss_curve"].value)
+    assert curves.size[0] >= 900
+    board = latest("leaderboard").metadata
+    for name in ("visual_haystack", "videomme_by_duration"):
+        [plot] = pngs(board[name].value)
+        assert plot.size[0] >= 900, name
+
+
+def test_demo_console_is_short_quiet_and_compact(demo_console):
+    """`giraffe demo` prints one short line per thing worth knowing: no library progress bars
+    (they redraw with carriage returns), no known-harmless warnings, no 110-character prefixes."""
+    import re
+
+    assert "\r" not in demo_console
+    for noise in ("Generating train split", "Creating parquet", "Loading weights", "Writing model shards",
+                  "Setting accelerator to CPU", "PreviewWarning", "BetaWarning", "Traceback",
+                  "[pipes] external process successfully opened"):
+        assert noise not in demo_console, noise
+    lines = demo_console.splitlines()
+    assert len(lines) <= DEMO_CONSOLE_MAX_LINES, f"{len(lines)} lines"
+    logged = [line for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert len(logged) >= 40
+    prefixes = [re.match(r"\d\d:\d\d:\d\d (?:(?:WARNING|ERROR) )?[\w/]+: ", line) for line in logged]
+    assert all(prefixes), [line for line, p in zip(logged, prefixes) if not p][:3]
+    assert max(len(p.group(0)) for p in prefixes) <= 45
+    # evaluation: at most one progress line per 10 % of a benchmark (the embedded ones are short)
+    progress = [line for line in logged if re.search(r"\d+/\d+ items \(\d+%\)", line)]
+    assert len(progress) <= 5 * 5 * 10

@@ -49,6 +49,15 @@ ASSET_NODES_QUERY = """
 { assetNodes { assetKey { path } groupName dependencyKeys { path }
                assetMaterializations(limit: 1) { runId } } }
 """
+METADATA_QUERY = """
+{ assetNodes { assetKey { path } opVersion
+    owners { __typename ... on TeamAssetOwner { team } }
+    internalFreshnessPolicy { __typename ... on TimeWindowFreshnessPolicy { failWindowSeconds warnWindowSeconds } }
+    assetMaterializations(limit: 1) { metadataEntries { label __typename
+        ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+        ... on MarkdownMetadataEntry { mdStr } } } }
+  instance { autoMaterializePaused useAutoMaterializeSensors } }
+"""
 LOCATIONS_QUERY = """
 { workspaceOrError { ... on Workspace { locationEntries { name
     locationOrLoadError { __typename ... on PythonError { message } } } } } }
@@ -187,6 +196,73 @@ def test_ui_shows_the_demo_materialisations(webserver, ui_nodes):
         assert [m["runId"] for m in ui_nodes[key]["assetMaterializations"]] == [event.run_id], key
 
 
+@pytest.fixture(scope="module")
+def ui_metadata(webserver) -> dict:
+    data = _graphql(webserver["base"], METADATA_QUERY)
+    return {"nodes": {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}, "instance": data["instance"]}
+
+
+def _entries(node: dict) -> dict[str, dict]:
+    [mat] = node["assetMaterializations"]
+    return {e["label"]: e for e in mat["metadataEntries"]}
+
+
+def test_ui_shows_code_versions_owners_and_freshness(ui_metadata):
+    nodes = ui_metadata["nodes"]
+    assert [k for k, n in nodes.items() if not n["opVersion"]] == []
+    for key in ("checkpoint", "eval/mme", "leaderboard", "model/base", "raw/mmdu"):
+        assert nodes[key]["opVersion"] == "1", key
+    assert {k: [o["team"] for o in n["owners"]] for k, n in nodes.items() if not n["owners"]} == {}
+    assert [o["team"] for o in nodes["checkpoint"]["owners"]] == ["giraffe-training"]
+    for key, node in nodes.items():
+        policy = node["internalFreshnessPolicy"]
+        if key.startswith("raw/"):
+            assert policy == {"__typename": "TimeWindowFreshnessPolicy", "failWindowSeconds": 30 * 3600,
+                              "warnWindowSeconds": 25 * 3600}, key
+        else:
+            assert policy is None, key
+
+
+def test_ui_shows_described_column_schemas(ui_metadata):
+    nodes = ui_metadata["nodes"]
+    with_schema = {k: _entries(n).get("dagster/column_schema") for k, n in nodes.items()}
+    # every table asset, the raw sources, benchmarks, predictions and the frames included
+    expected = [k for k in nodes if k.split("/")[0] in ("raw", "chatml", "benchmark", "eval", "video_frames",
+                                                         "token_counts", "packed", "etvlm_mixture", "eval_base")]
+    assert [k for k in expected if with_schema[k] is None] == []
+    for key in expected:
+        columns = with_schema[key]["schema"]["columns"]
+        assert columns and [c["name"] for c in columns if not c["description"]] == [], key
+    frames = {c["name"]: c for c in with_schema["video_frames"]["schema"]["columns"]}
+    assert "png" in frames and frames["timestamp"]["description"].startswith("time of the frame")
+
+
+def test_ui_shows_the_contact_sheet_and_readable_checkpoint_metadata(ui_metadata):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    frames = _entries(ui_metadata["nodes"]["video_frames"])
+    [png] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", frames["contact_sheet"]["mdStr"])
+    assert Image.open(io.BytesIO(base64.b64decode(png))).size[0] >= 900
+    checkpoint = _entries(ui_metadata["nodes"]["checkpoint"])
+    assert checkpoint["losses"]["__typename"] == "MarkdownMetadataEntry"
+    assert checkpoint["losses"]["mdStr"].startswith("| step | loss | learning rate |")
+
+
+def test_ui_says_automation_is_on_while_the_sensor_runs(webserver, ui_metadata):
+    """Job pages show an "Auto-materialize on/off" badge from autoMaterializePaused; the demo's
+    instance runs the automation sensor, so the badge must say on."""
+    assert ui_metadata["instance"] == {"autoMaterializePaused": False, "useAutoMaterializeSensors": True}
+    sensors = _graphql(webserver["base"], """
+        { sensorsOrError(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "%s"}) {
+            ... on Sensors { results { name sensorState { status } } } } }""" % webserver["location"])
+    states = {s["name"]: s["sensorState"]["status"] for s in sensors["sensorsOrError"]["results"]}
+    assert states["giraffe_automation"] == "RUNNING"
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if path := shutil.which(name):
@@ -261,4 +337,28 @@ def test_browser_renders_the_asset_graph(webserver, ui_nodes, tmp_path):
     # unpartitioned nodes read "Materialized", partitioned ones "100% filled" when every
     # partition is materialised
     assert any(s in dom for s in materialised), _tail(webserver["log"])
+    _assert_picture(png)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on PATH (Debian package `chromium`; .ci/run installs it)")
+def test_browser_renders_the_badge_contact_sheet_and_checkpoint(webserver, tmp_path):
+    """What a user sees of this issue's changes (screenshots under artifacts/ui/): the job page's
+    automation badge, the video_frames page with its contact sheet, the checkpoint's metadata."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    base, location = webserver["base"], webserver["location"]
+
+    png = ARTIFACTS / "job_giraffe_demo.png"
+    dom = _render_until(f"{base}/locations/{location}/jobs/giraffe_demo", png, tmp_path / "profile",
+                        ["giraffe_demo", "Auto-materialize"])
+    assert "Auto-materialize on" in dom and "Auto-materialize off" not in dom
+    _assert_picture(png)
+
+    png = ARTIFACTS / "asset_video_frames.png"
+    dom = _render_until(f"{base}/assets/video_frames", png, tmp_path / "profile", ["contact_sheet", "videos_table"])
+    assert "contact_sheet" in dom and "row_count_unit" in dom
+    _assert_picture(png)
+
+    png = ARTIFACTS / "asset_checkpoint.png"
+    dom = _render_until(f"{base}/assets/checkpoint", png, tmp_path / "profile", ["loss_trend", "learning rate"])
+    assert "checkpoints/&lt;recipe&gt;/&lt;stage&gt;/final" in dom or "checkpoints/<recipe>/<stage>/final" in dom
     _assert_picture(png)

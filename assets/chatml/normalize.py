@@ -21,6 +21,7 @@ from assets.contract.conversation import (
     make_sample_id,
 )
 from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
+from assets.contract.progress import Progress, Sink
 from assets.sources.hub import read_manifest
 from assets.sources.records import read_rows
 
@@ -107,11 +108,16 @@ def normalize_source(
     spec: SourceSpec,
     rows: Iterable[dict[str, Any]],
     media: MediaResolver,
+    log: Sink | None = None,
 ) -> NormalizeResult:
+    """Every raw row into a conversation or a rejection with its reason; ``log`` gets the
+    progress lines of a long source (rows done, rate, ETA)."""
     rows = list(rows)
     result = NormalizeResult(rows_in=len(rows))
     seen: dict[str, list[int]] = {}
+    progress = Progress(f"chatml/{spec.name}", len(rows), log, unit="rows")
     for source_rows, record in iter_records(spec, rows):
+        progress.update(len(source_rows))
         sample_id = make_sample_id(spec.name, record)
 
         def reject(reason: str, detail: str) -> None:
@@ -136,6 +142,7 @@ def normalize_source(
             reject("malformed_row", f"{type(exc).__name__}: {exc}")
             continue
         result.conversations.append(Conversation(sample_id, spec.name, spec.category, messages, source_rows))
+    progress.close()
     return result
 
 
@@ -168,7 +175,7 @@ def records_in(result: NormalizeResult) -> int:
     return result.rows_in + sum(r.stage == "raw" for r in result.rejections)
 
 
-def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeResult:
+def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path, log: Sink | None = None) -> NormalizeResult:
     """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``
     (which also holds the records the raw stage could not decode)."""
     import pyarrow.parquet as pq
@@ -177,7 +184,7 @@ def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeRes
     rows = read_rows(manifest["data_path"])
     verifier = ImageVerifier(out_dir.parent.parent / ".cache" / "image-verdicts")
     media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media", verifier)
-    result = normalize_source(spec, rows, media)
+    result = normalize_source(spec, rows, media, log)
     bad_path = raw_dir / "undecodable.parquet"
     if bad_path.is_file():
         result.rejections += [Rejection(**r) for r in pq.read_table(bad_path).to_pylist()]

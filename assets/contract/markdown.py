@@ -34,6 +34,13 @@ def counts_table(counts: Mapping[str, int], key: str = "reason", value: str = "r
     return markdown_table([{key: k, value: v} for k, v in counts.items()]) if counts else "_(none)_"
 
 
+# One size for every plot the project draws, so they read alike in the UI (which shows a
+# markdown image at its own size): 1000 x 480 px for one panel, 1200 x 440 px for two side by side.
+PLOT_DPI = 100
+PLOT_WIDE = (10.0, 4.8)
+PLOT_PAIR = (12.0, 4.4)
+
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display on the hosts that draw plots)."""
     import matplotlib
@@ -45,11 +52,12 @@ def pyplot():
 
 
 def figure_png(fig) -> bytes:
-    """A finished figure as PNG bytes; the figure is closed (plots are drawn in long runs)."""
+    """A finished figure as PNG bytes at ``PLOT_DPI``; the figure is closed (plots are drawn in
+    long runs). The one way the project turns a figure into a picture."""
     plt = pyplot()
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=PLOT_DPI)
     plt.close(fig)
     return buf.getvalue()
 
@@ -67,7 +75,7 @@ def histogram_md(values: list[int], title: str, xlabel: str) -> str:
     """A PNG histogram embedded as markdown."""
     if not values:
         return "_(no data)_"
-    fig, ax = pyplot().subplots(figsize=(5, 3), dpi=80)
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     ax.hist(values, bins=min(20, max(1, len(set(values)))), color="#4a78c2")
     ax.set_title(title)
     ax.set_xlabel(xlabel)

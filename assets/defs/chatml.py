@@ -15,7 +15,7 @@ from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.keys import CHATML_GROUP, chatml_key, raw_key
-from assets.defs.metadata import column_schema
+from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES, SourceSpec
 
@@ -36,6 +36,8 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         deps=[raw_key(spec.name)],
         group_name=CHATML_GROUP,
         code_version=CHATML_CODE_VERSION,
+        owners=[DATA_TEAM],
+        metadata={"dagster/column_schema": column_schema(CONVERSATION_SCHEMA)},
         kinds={"parquet", "polars"},
         tags={"category": spec.category},
         description=(
@@ -54,7 +56,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     def _chatml(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
         out_dir = store.stage_dir("chatml", spec.name)
         (out_dir / STATUS_FILE).unlink(missing_ok=True)
-        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir)
+        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, log=context.log.info)
         ok, detail = accounting(result)
         total = records_in(result)
         mass = mass_rejections(count_lost(r.to_row() for r in result.rejections), {spec.name: total}, quality.max_reason_share)

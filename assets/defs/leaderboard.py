@@ -12,6 +12,7 @@ from assets.contract.markdown import markdown_table, png_markdown
 from assets.defs.evaluation import method_of
 from assets.defs.keys import EVAL_BASE_KEY, LEADERBOARD_GROUP, LEADERBOARD_KEY, LMMS_EVAL_KEY, eval_key
 from assets.defs.lmms_eval import LMMS_EVAL_ENABLED
+from assets.defs.metadata import EVAL_TEAM
 from assets.defs.partitions import RECIPES, STAGES
 from assets.defs.resources import DataStore
 from eval import leaderboard as lb
@@ -19,6 +20,8 @@ from eval.benchmarks import BENCHMARKS
 from eval.scoring import EFFECTIVE_THRESHOLD
 
 REGRESSION_CHECK = "short_context_regression"
+# Bump when the board (rows, plots, the check) changes for the same scores.
+LEADERBOARD_CODE_VERSION = "1"
 
 
 class LeaderboardConfig(dg.Config):
@@ -34,6 +37,8 @@ def lmms_rows(eval_root: Path) -> list[dict]:
 @dg.asset(
     key=LEADERBOARD_KEY,
     group_name=LEADERBOARD_GROUP,
+    code_version=LEADERBOARD_CODE_VERSION,
+    owners=[EVAL_TEAM],
     deps=[*[eval_key(s.name) for s in BENCHMARKS], EVAL_BASE_KEY, *([LMMS_EVAL_KEY] if LMMS_EVAL_ENABLED else [])],
     kinds={"matplotlib"},
     check_specs=[

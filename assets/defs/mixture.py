@@ -16,7 +16,7 @@ from assets.contract.atomic import write_bytes, write_parquet, write_text
 from assets.contract.categories import CATEGORIES
 from assets.contract.markdown import markdown_table, png_data_uri
 from assets.defs.keys import MIXTURE_KEY, PACKED_KEY, PACKING_GROUP
-from assets.defs.metadata import check_result, column_schema
+from assets.defs.metadata import DATA_TEAM, check_result, column_schema
 from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
 from assets.defs.resources import DataStore
 from assets.mixture.data_card import data_card_md, fill_png
@@ -54,6 +54,8 @@ class MixtureConfig(_CategoryShares):
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
     code_version="1",
+    owners=[DATA_TEAM],
+    metadata={"dagster/column_schema": column_schema(MIXTURE_SCHEMA)},
     kinds={"parquet"},
     description="The stage's training set: whole packed sequences chosen (seeded, deterministic) to "
     "reach the ETVLM token shares by category and long/short, with its data card.",

@@ -6,9 +6,13 @@ import json
 import dagster as dg
 
 from assets.defs.keys import BASE_MODEL_KEY, MODEL_GROUP
+from assets.defs.metadata import TRAINING_TEAM
 from assets.defs.resources import DataStore, SourceHub
 from assets.sources.embedded.text import corpus
 from training.tiny_model import build_tiny_qwen2_vl
+
+# Bump when the embedded tiny model or the download changes what lands on disk.
+BASE_MODEL_CODE_VERSION = "1"
 
 
 class BaseModelConfig(dg.Config):
@@ -21,6 +25,8 @@ class BaseModelConfig(dg.Config):
 @dg.asset(
     key=BASE_MODEL_KEY,
     group_name=MODEL_GROUP,
+    code_version=BASE_MODEL_CODE_VERSION,
+    owners=[TRAINING_TEAM],
     kinds={"transformers", "pytorch"},
     description="Base model and processor (save_pretrained layout). Embedded default: a tiny "
     "Qwen2-VL with random weights and a BPE tokenizer trained on the sample text, real special tokens.",

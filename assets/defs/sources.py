@@ -6,11 +6,15 @@ import pyarrow.parquet as pq
 
 from assets.contract.markdown import markdown_table
 from assets.defs.keys import RAW_GROUP, raw_key
+from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.resources import DataStore, SourceHub
 from assets.sources.errors import is_transient
 from assets.sources.hub import fetch_source
 from assets.sources.registry import SOURCES, SourceSpec
 
+# Bump when fetching changes what lands on disk. The data version itself is the content hash
+# (so the nightly refresh of unchanged content wakes nothing downstream).
+RAW_CODE_VERSION = "1"
 # Only transient failures (network, 5xx, timeouts) reach this policy: everything else is
 # raised as a non-retryable ``dg.Failure`` by ``fetch_failure``.
 DOWNLOAD_RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -33,6 +37,8 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_key(spec.name),
         group_name=RAW_GROUP,
+        code_version=RAW_CODE_VERSION,
+        owners=[DATA_TEAM],
         kinds={"huggingface", "parquet"},
         tags={"category": spec.category, "origin": spec.origin},
         description=(
@@ -47,7 +53,8 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     )
     def _raw(context: dg.AssetExecutionContext, store: DataStore, hub: SourceHub) -> dg.MaterializeResult:
         settings = hub.settings()
-        context.log.info(f"fetching {spec.name} ({settings.mode}) from {where}")
+        if settings.mode == "hub":  # a download can take a while: say what it waits for
+            context.log.info(f"fetching {spec.name} from {where}")
         try:
             fetched = fetch_source(spec, settings, store.stage_dir("raw", spec.name), store.embedded_root)
         except Exception as exc:
@@ -57,12 +64,15 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                 f"{spec.name}: datasets could not read the files ({fetched.fallback}); read record by record, "
                 f"{fetched.undecodable} undecodable record(s) quarantined"
             )
-        context.log.info(f"{spec.name}: {fetched.rows} rows, {len(fetched.media_roots)} media root(s)")
+        context.log.info(f"{spec.name}: {fetched.rows} rows from {where} ({fetched.mode}), "
+                         f"{len(fetched.media_roots)} media root(s)")
         preview = pq.read_table(fetched.data_path).slice(0, 3).to_pylist()
         bad = pq.read_table(fetched.data_path.with_name("undecodable.parquet")).slice(0, 20).to_pylist()
+        schema = pq.read_schema(fetched.data_path)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": fetched.rows,
+                "dagster/column_schema": column_schema(schema, {n: spec.column_description(n) for n in schema.names}),
                 "mode": fetched.mode,
                 "location": fetched.location,
                 "path": dg.MetadataValue.path(str(fetched.data_path)),

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 from assets.contract.atomic import write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.contract.progress import Progress
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.chatml import chatml_inputs
 from assets.defs.keys import BASE_MODEL_KEY, TOKEN_COUNTS_KEY, VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
-from assets.defs.metadata import column_schema
+from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
@@ -54,6 +55,8 @@ def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
         deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s) for s in sources]],
         group_name=VIDEO_GROUP,
         code_version=TOKEN_COUNTS_CODE_VERSION,
+        owners=[DATA_TEAM],
+        metadata={"dagster/column_schema": column_schema(COUNT_SCHEMA)},
         kinds={"parquet", "transformers"},
         description="Exact token length of every ChatML sample with the base model's processor and chat "
         "template: text + image tokens from image grids + video tokens from the frame plans.",
@@ -70,13 +73,15 @@ def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy,
     counts, rejected = [], []
     conversations = 0
     per_source: dict[str, int] = {}
+    progress = Progress(STAGE, sum(pq.read_metadata(p).num_rows for p in inputs.paths.values()), context.log.info, unit="samples")
     for name, path in inputs.paths.items():
         rows = pq.read_table(path).to_pylist()
         conversations += len(rows)
         per_source[name] = len(rows)
-        c, r = count_table(rows, counter)
+        c, r = count_table(rows, counter, progress)
         counts += c
         rejected += r
+    progress.close()
     video_dir = store.stage_dir("video_frames")
     frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
     if all(p.is_file() for p in frame_tables):

@@ -2,19 +2,31 @@
 
 import collections
 import json
+import time
 from typing import Optional
 
 import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_markdown
+from assets.contract.progress import duration
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.chatml import chatml_inputs
 from assets.defs.keys import VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
+from assets.defs.metadata import DATA_TEAM, column_schema, schema_metadata
 from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
-from assets.video.frames import STAGE, VideoFramesConfig, config_summary, run_video_frames, video_refs
+from assets.video.contact_sheet import contact_sheet_png
+from assets.video.frames import (
+    FRAME_SCHEMA,
+    STAGE,
+    VIDEO_SCHEMA,
+    VideoFramesConfig,
+    config_summary,
+    run_video_frames,
+    video_refs,
+)
 from assets.video.grid import HybridConfig
 from assets.video.plan import VideoSamplingConfig
 
@@ -73,12 +85,23 @@ class VideoFramesAssetConfig(VideoSamplingParams):
         return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder)
 
 
+def video_sources(samples: list[dict]) -> dict[str, str]:
+    """video_key -> the source(s) whose samples reference it (", "-joined when several do)."""
+    found: dict[str, list[str]] = {}
+    for s in samples:
+        if s["video_key"] and s["source"] not in found.setdefault(s["video_key"], []):
+            found[s["video_key"]].append(s["source"])
+    return {k: ", ".join(v) for k, v in found.items()}
+
+
 VIDEO_FRAMES_DESCRIPTION = (
     "Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
     "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize "
     "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
-    "Parquet shard per video, incremental by content hash."
+    "Parquet shard per video, incremental by content hash. Its row count is the number of sampled frames "
+    "(one row per frame in `frames/*.parquet`); `videos_schema` describes videos.parquet, one row per video."
 )
+
 VIDEO_FRAMES_CHECKS = [
     dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY, blocking=True,
                       description="frames per video = 2 x sum of temporal grid rows; tokens = grid products / 4"),
@@ -102,7 +125,8 @@ def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
         kinds={"parquet", "ffmpeg", "decord"},
         description=VIDEO_FRAMES_DESCRIPTION,
         check_specs=VIDEO_FRAMES_CHECKS,
-        metadata={"sources": ", ".join(video_sources)},
+        owners=[DATA_TEAM],
+        metadata={"sources": ", ".join(video_sources), "dagster/column_schema": column_schema(FRAME_SCHEMA)},
     )(video_frames)
 
 
@@ -113,7 +137,9 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
     for path in inputs.paths.values():
         refs += video_refs(pq.read_table(path))
     out_dir = store.stage_dir(STAGE)
-    result = run_video_frames(refs, out_dir, cfg)
+    started = time.monotonic()
+    result = run_video_frames(refs, out_dir, cfg, log=context.log.info)
+    seconds = time.monotonic() - started
     ok = [v for v in result.videos if v["status"] == "ok"]
     bad = [v for v in result.videos if v["status"] != "ok"]
     frames = sum(v["n_frames"] for v in ok)
@@ -129,11 +155,23 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
     mass = mass_rejections(count_lost(result.rejected, raw_rows=False), parts_by_source, quality.max_reason_share)
     if inputs.excluded:
         context.log.warning(f"video_frames leaves out {inputs.excluded_md()} (quality.exclude_sources)")
-    context.log.info(f"{len(refs)} video parts, {len(result.videos)} videos: {len(ok)} ok "
+    context.log.info(f"{len(refs)} video parts, {len(result.videos)} videos in {duration(seconds)}: {len(ok)} ok "
                      f"({sum(v['cached'] for v in ok)} cached), {len(bad)} rejected, {frames} frames")
+    sources = video_sources(result.samples)
+    sheet = contact_sheet_png(result.videos, sources)
+    if sheet is not None:
+        tmp = out_dir / "contact_sheet.png.tmp"
+        tmp.write_bytes(sheet)
+        tmp.replace(out_dir / "contact_sheet.png")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": frames,
+            "row_count_unit": "frames (one row per sampled frame; videos are in videos_table)",
+            "dagster/column_schema": column_schema(FRAME_SCHEMA),
+            "videos_schema": schema_metadata(VIDEO_SCHEMA),
+            "contact_sheet": dg.MetadataValue.md(
+                png_markdown(sheet, "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"
+            ),
             "video_parts": len(refs),
             "videos": len(result.videos),
             "videos_cached": sum(bool(v["cached"]) for v in result.videos),
@@ -149,8 +187,10 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
             "rejects_by_reason": dg.MetadataValue.md(counts_table(result.reasons)),
             "tokens_per_video": dg.MetadataValue.md(histogram_md(tokens, "visual tokens per video", "tokens")),
             "videos_table": dg.MetadataValue.md(markdown_table(
-                [{**v, "path": v["path"].rsplit("/", 1)[-1]} for v in ok[:20]],
-                ["path", "video_fps", "total_frames", "n_frames", "grids", "visual_tokens", "hybrid", "decoder", "cached"], width=60)),
+                [{**v, "path": v["path"].rsplit("/", 1)[-1], "source": sources.get(v["video_key"], "?"),
+                  "duration": f"{v['duration']:.1f} s"} for v in ok[:20]],
+                ["path", "source", "duration", "video_fps", "total_frames", "n_frames", "grids", "visual_tokens",
+                 "hybrid", "decoder", "cached"], width=60)),
             "settings": json.dumps(config_summary(cfg.sampling)),
             "sources": ", ".join(inputs.paths),
             "excluded_sources": inputs.excluded_md(),

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from assets.contract.cleaning import IMAGE_PLACEHOLDERS, VIDEO_PLACEHOLDERS
 from assets.contract.categories import CATEGORIES
+from assets.contract.cleaning import IMAGE_PLACEHOLDERS, VIDEO_PLACEHOLDERS
 from assets.contract.conversation import image_part, text_part, video_part
 from assets.contract.media import MediaResolver, RejectRow
 from assets.sources.adapters import Messages, turns_with_media

@@ -25,7 +25,7 @@ import io
 import json
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,51 +35,94 @@ import pyarrow.parquet as pq
 
 from assets.contract.atomic import write_json, write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
+from assets.contract.progress import Progress, Sink
+from assets.contract.schema import described
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import HybridConfig, PlanError
 from assets.video.plan import VideoSamplingConfig
 
 STAGE = "video_frames"
-FRAME_SCHEMA = pa.schema(
-    [
-        pa.field("video_key", pa.string(), nullable=False),
-        pa.field("frame", pa.int32(), nullable=False),
-        pa.field("frame_index", pa.int64(), nullable=False),
-        pa.field("timestamp", pa.float64(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("grid_row", pa.int32(), nullable=False),
-        pa.field("png", pa.binary(), nullable=False),
-    ]
+FRAME_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("video_key", pa.string(), nullable=False),
+            pa.field("frame", pa.int32(), nullable=False),
+            pa.field("frame_index", pa.int64(), nullable=False),
+            pa.field("timestamp", pa.float64(), nullable=False),
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("grid_row", pa.int32(), nullable=False),
+            pa.field("png", pa.binary(), nullable=False),
+        ]
+    ),
+    {
+        "video_key": "sha256 of the file's bytes (24 hex) + hash of the sampling settings: the cache key",
+        "frame": "position of the frame in the plan (0, 1, ...)",
+        "frame_index": "index of the frame in the source video",
+        "timestamp": "time of the frame in the source video, seconds",
+        "height": "height after smart_resize, pixels (a multiple of 28)",
+        "width": "width after smart_resize, pixels (a multiple of 28)",
+        "grid_row": "the row of video_grid_thw this frame belongs to (hybrid plans have several)",
+        "png": "the resized frame, lossless PNG bytes",
+    },
 )
-VIDEO_SCHEMA = pa.schema(
-    [
-        pa.field("video_key", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("reason", pa.string()),
-        pa.field("detail", pa.string()),
-        pa.field("cached", pa.bool_(), nullable=False),
-        pa.field("transcoded", pa.bool_()),
-        pa.field("decoder", pa.string()),
-        pa.field("video_fps", pa.float64()),
-        pa.field("total_frames", pa.int64()),
-        pa.field("duration", pa.float64()),
-        pa.field("n_frames", pa.int64()),
-        pa.field("grids", pa.string()),
-        pa.field("visual_tokens", pa.int64()),
-        pa.field("hybrid", pa.string()),
-        pa.field("frames_file", pa.string()),
-    ]
+VIDEO_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("video_key", pa.string(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("detail", pa.string()),
+            pa.field("cached", pa.bool_(), nullable=False),
+            pa.field("transcoded", pa.bool_()),
+            pa.field("decoder", pa.string()),
+            pa.field("video_fps", pa.float64()),
+            pa.field("total_frames", pa.int64()),
+            pa.field("duration", pa.float64()),
+            pa.field("n_frames", pa.int64()),
+            pa.field("grids", pa.string()),
+            pa.field("visual_tokens", pa.int64()),
+            pa.field("hybrid", pa.string()),
+            pa.field("frames_file", pa.string()),
+        ]
+    ),
+    {
+        "video_key": "the cache key (content hash + settings); empty for a file that could not be read",
+        "path": "the video file as the ChatML part names it",
+        "status": "ok or rejected",
+        "reason": "why it was rejected (missing_media, decode_failed, ...)",
+        "detail": "the decoder's message",
+        "cached": "true when an earlier run had sampled it with the same settings",
+        "transcoded": "true when ffmpeg had to transcode an unreadable file first",
+        "decoder": "which decoder produced the frames (ffmpeg select pipe or decord)",
+        "video_fps": "the file's frame rate",
+        "total_frames": "frames in the file",
+        "duration": "length of the video, seconds",
+        "n_frames": "frames sampled (rows of its shard)",
+        "grids": "video_grid_thw rows as JSON [[t, h, w], ...]",
+        "visual_tokens": "tokens the frames cost the model (sum of t x h x w / 4)",
+        "hybrid": "hybrid resolution (L, m, s) as JSON when applied, else empty",
+        "frames_file": "its shard: frames/<video_key>.parquet",
+    },
 )
-SAMPLE_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("video_no", pa.int32(), nullable=False),
-        pa.field("video_key", pa.string()),
-        pa.field("path", pa.string(), nullable=False),
-    ]
+SAMPLE_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("video_no", pa.int32(), nullable=False),
+            pa.field("video_key", pa.string()),
+            pa.field("path", pa.string(), nullable=False),
+        ]
+    ),
+    {
+        "sample_id": "the ChatML sample",
+        "source": "its source",
+        "video_no": "which video part of the sample (0, 1, ...)",
+        "video_key": "the sampled video (videos.parquet); empty when it was rejected",
+        "path": "the video file",
+    },
 )
 
 
@@ -262,23 +305,38 @@ class VideoFramesResult:
         return dict(sorted(counts.items()))
 
 
-def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig()) -> VideoFramesResult:
+def run_video_frames(
+    refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig(), log: Sink | None = None
+) -> VideoFramesResult:
     """Sample every distinct (path, settings) once, in a process pool; write the tables.
-    With a single video to sample, ``cfg.workers`` processes split that video instead."""
+    With a single video to sample, ``cfg.workers`` processes split that video instead.
+    ``log`` gets the progress lines (videos done, rate, ETA)."""
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[tuple[str, VideoSamplingConfig], None] = {}
     for r in refs:
         jobs.setdefault((r.path, cfg.sampling.with_part(r.fps, r.max_frames)), None)
     job_list = list(jobs)
+    progress = Progress(STAGE, len(job_list), log, unit="videos", closing_line=False)  # the asset's summary has the time
     if cfg.workers > 1 and len(job_list) > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
         with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx,
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, 1, cfg.decoder) for p, c in job_list]
-            rows = [f.result() for f in futures]
+            futures = {
+                pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, 1, cfg.decoder): i
+                for i, (p, c) in enumerate(job_list)
+            }
+            done: dict[int, dict[str, Any]] = {}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                progress.update()
+            rows = [done[i] for i in range(len(job_list))]
     else:  # one video (or one worker): the workers split that video instead
-        rows = [sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers, cfg.decoder) for p, c in job_list]
+        rows = []
+        for p, c in job_list:
+            rows.append(sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers, cfg.decoder))
+            progress.update()
+    progress.close()
     by_job = dict(zip(job_list, rows))
     samples, rejected = [], []
     for r in refs:
