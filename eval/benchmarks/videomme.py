@@ -16,6 +16,7 @@ from typing import Any
 
 from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
 from assets.sources.embedded.media import encode_video
+from eval.benchmarks.base import Benchmark, Column, Plot
 from eval.embedded import (
     PATTERN_NAMES,
     duration_question,
@@ -31,6 +32,7 @@ from eval.formats import (
     parse_lettered,
 )
 from eval.items import CHOICE, EvalItem
+from eval.scoring import lmms_metric, pct
 
 VIDEOMME_OPTION_PROMPT = (
     "Select the best answer to the following multiple-choice question based on the video and the subtitles. "
@@ -147,3 +149,43 @@ def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     if models:
         ax.legend(fontsize=9)
     return figure_png(fig)
+
+
+class VideoMME(Benchmark):
+    def load(self, ctx: LoadContext) -> list[EvalItem]:
+        return load_videomme(ctx)
+
+    def generate(self, root: Path, options: FetchOptions, seed: int) -> None:
+        generate_sample(root, options, seed)
+
+    def cells(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        out = {f"videomme_{d}": pct((summary["by_split"].get(d) or {}).get("accuracy")) for d in VIDEOMME_DURATIONS}
+        return out | {"videomme_overall": pct(summary["accuracy"])}
+
+    def lmms_cells(self, tasks) -> dict[str, Any]:
+        if "videomme" not in tasks:
+            return {}
+        return {"videomme_overall": lmms_metric(tasks["videomme"], "videomme_perception_score")}
+
+    def plots(self, results, rows, labels, threshold) -> list[Plot]:
+        return [("videomme_by_duration", "Video-MME by duration", videomme_plot(rows))]
+
+
+BENCHMARK = VideoMME(
+    name="videomme",
+    title="Video-MME",
+    hub_id="lmms-eval/Video-MME",  # lmms-eval tasks/videomme/videomme.yaml (repo moved from lmms-lab)
+    kind="video",
+    order=20,
+    media_patterns=("videos_chunked_*.zip",),
+    archives=("videos_chunked_*.zip",),
+    split_label="duration",
+    paper="GIRAFFE Table 5 (short / medium / long / overall)",
+    columns=(
+        Column("videomme_short", "VideoMME S"),
+        Column("videomme_medium", "M"),
+        Column("videomme_long", "L"),
+        Column("videomme_overall", "overall"),
+    ),
+    lmms_tasks=("videomme",),
+)

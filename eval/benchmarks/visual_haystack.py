@@ -29,21 +29,25 @@ import json
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import pydantic
 from PIL import Image
 
-from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
+from assets.contract.markdown import PLOT_WIDE, Markdown, figure_png, markdown_table, png_markdown, pyplot
+from eval.benchmarks.base import Benchmark, Column, Plot
 from eval.embedded import (
     SHAPES,
     draw_objects,
 )
 from eval.formats import (
+    FetchOptions,
     LoadContext,
 )
 from eval.items import YES_NO, EvalItem
+from eval.scoring import Row, effective_length, haystack_curve
 
 VH_DIR = "single_needle/VHs_large"
 
@@ -250,3 +254,107 @@ def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Map
     ax.set_title("Visual Haystack single needle")
     ax.legend(fontsize=9, loc="lower left")
     return figure_png(fig)
+
+
+class HaystackOptions(pydantic.BaseModel):
+    """What the Visual Haystack asset lets a user choose (its Dagster config is built from this)."""
+
+    haystack_sizes: list[int] = pydantic.Field(
+        default=[1, 2, 3, 5, 10, 25, 50, 100, 150],
+        description="Numbers of images (paper Figure 4: 1-150); counts without a published file are subsampled.",
+    )
+    items_per_size: Optional[int] = pydantic.Field(
+        default=None,
+        description="Items per count, balanced yes/no; None: every entry of the file on the hub (100 per count), "
+        "2 on the embedded sample (one yes, one no: the demo's curve, kept cheap).",
+    )
+    image_size: int = pydantic.Field(
+        default=56, description="Embedded sample only: side of the drawn images (56 px = 4 visual tokens)."
+    )
+    image_root: Optional[str] = pydantic.Field(
+        default=None, description="Hub mode: the folder the files' image paths are relative to (COCO 2017, see the dataset card)."
+    )
+
+    def fetch_options(self, mode: str) -> dict[str, Any]:
+        per_size = self.items_per_size or (EMBEDDED_ITEMS_PER_SIZE if mode == "embedded" else HUB_ITEMS_PER_SIZE)
+        return {
+            "haystack_sizes": tuple(self.haystack_sizes),
+            "items_per_size": per_size,
+            "image_size": self.image_size,
+            "image_root": self.image_root,
+        }
+
+
+class VisualHaystack(Benchmark):
+    def load(self, ctx: LoadContext) -> list[EvalItem]:
+        return load_visual_haystack(ctx)
+
+    def generate(self, root: Path, options: FetchOptions, seed: int) -> None:
+        """tsunghanwu/visual_haystacks ``single_needle/VHs_large`` files with drawn images
+        standing for COCO."""
+        generate_haystack_sample(root, options.haystack_sizes, options.items_per_size, seed, options.image_size)
+
+    def extra_summary(self, rows: Sequence[Row], threshold: float) -> dict[str, Any]:
+        curve = haystack_curve(rows)
+        return {"curve": [asdict(p) for p in curve], "effective_length": effective_length(curve, threshold).to_dict()}
+
+    def metadata(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        eff = summary["effective_length"]
+        curve_table = markdown_table(
+            [
+                {
+                    "images": p["n_images"],
+                    "accuracy (%)": round(100 * p["accuracy"], 1),
+                    "items": p["n"],
+                    "mean prompt tokens": p["mean_tokens"],
+                }
+                for p in summary["curve"]
+            ]
+        )
+        png = haystack_plot({summary["model"]: summary["curve"]}, {}, eff["threshold"])
+        return {
+            "effective_length_images": eff["n_images"],
+            "effective_length_tokens": eff["tokens"],
+            "last_passing_images": eff["last_passing_n"],
+            "accuracy_by_images": Markdown(curve_table),
+            "haystack_curve": Markdown(png_markdown(png, "Visual Haystack")),
+        }
+
+    def cells(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        eff = summary.get("effective_length") or {}
+        return {
+            "vh_effective_images": eff.get("n_images"),
+            "vh_effective_tokens": None if eff.get("tokens") is None else round(eff["tokens"]),
+            "vh_last_passing_images": eff.get("last_passing_n"),
+        }
+
+    def plots(self, results, rows, labels, threshold) -> list[Plot]:
+        curves = {m: s[self.name]["curve"] for m, s in results.items() if self.name in s}
+        png = haystack_plot(curves, {m: f"{m} ({labels[m]})" for m in curves}, threshold)
+        return [("visual_haystack", "Visual Haystack accuracy vs number of images", png)]
+
+    def tables(self, rows) -> list[tuple[str, str]]:
+        native = [r for r in rows if r["source"] == "native"]
+        table = [
+            {"model": r["model"], "method": r["method"], "images": r["vh_effective_images"], "tokens": r["vh_effective_tokens"]}
+            for r in native
+        ]
+        return [("effective_length", markdown_table(table))]
+
+
+BENCHMARK = VisualHaystack(
+    name="visual_haystack",
+    title="Visual Haystack (single needle)",
+    hub_id="tsunghanwu/visual_haystacks",
+    kind="multi_image",
+    order=10,
+    split_label="images",
+    paper="GIRAFFE 3.1, Figure 4: accuracy by number of images, effective length at 60%",
+    options=HaystackOptions,
+    columns=(
+        Column("vh_effective_images", "VH eff. images"),
+        Column("vh_effective_tokens", "VH eff. tokens"),
+        Column("vh_last_passing_images", "VH last passing images", in_table=False),
+    ),
+    base_metadata_keys=("haystack_curve", "accuracy_by_images", "effective_length_images", "effective_length_tokens"),
+)
