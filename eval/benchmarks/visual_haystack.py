@@ -256,6 +256,9 @@ def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Map
     return figure_png(fig)
 
 
+EMBEDDED_ITEMS_PER_SIZE, HUB_ITEMS_PER_SIZE = 2, 100_000  # hub: as many as each file holds
+
+
 class HaystackOptions(pydantic.BaseModel):
     """What the Visual Haystack asset lets a user choose (its Dagster config is built from this)."""
 
