@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.cli_args import non_negative_int, positive_int
+
 EXIT_BAD_DECLARATION = 2
 
 
@@ -88,12 +90,31 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+EXAMPLES = """examples:
+  giraffe datasets check datasets.yaml
+  giraffe datasets check data/dataset_info.json --max-rows 100 --samples 1
+  GIRAFFE_DATASETS=datasets.yaml giraffe demo --job ingest_sources
+"""
+
+
 def add_datasets_parser(sub) -> None:
-    p = sub.add_parser("datasets", help="declared datasets (GIRAFFE_DATASETS): check a declaration file")
-    dsub = p.add_subparsers(dest="datasets_command", required=True)
-    c = dsub.add_parser("check", help="dry run: rows read, conversations, rejections by reason, first samples")
+    p = sub.add_parser(
+        "datasets",
+        help="declared datasets (GIRAFFE_DATASETS): check a declaration file",
+        description="Datasets declared in a file (our YAML, or a LLaMA-Factory dataset_info.json as is) "
+        "become raw/<name> and chatml/<name> beside the registry's sources.",
+        epilog=EXAMPLES,
+    )
+    dsub = p.add_subparsers(dest="datasets_command", required=True, metavar="<command>")
+    c = dsub.add_parser(
+        "check",
+        help="dry run: rows read, conversations, rejections by reason, first samples",
+        description="A dry run of every declared entry: rows read, conversations, rejections by reason and "
+        "the first rendered samples. Nothing is written outside a temporary folder.",
+        epilog=EXAMPLES,
+    )
     c.add_argument("file", help="our datasets YAML or a LLaMA-Factory dataset_info.json")
-    c.add_argument("--samples", type=int, default=2, help="rendered samples to print per entry")
-    c.add_argument("--max-rows", type=int, default=None, help="read only the first rows of each entry")
-    c.add_argument("--width", type=int, default=600, help="characters of each rendered sample to print")
+    c.add_argument("--samples", type=non_negative_int, default=2, help="rendered samples to print per entry")
+    c.add_argument("--max-rows", type=positive_int, default=None, help="read only the first rows of each entry (default: all)")
+    c.add_argument("--width", type=positive_int, default=600, help="characters of each rendered sample to print")
     c.set_defaults(func=cmd_datasets_check)

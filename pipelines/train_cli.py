@@ -107,7 +107,8 @@ def overrides(args: argparse.Namespace) -> dict:
 def check_request(args: argparse.Namespace) -> tuple[list[str] | None, str | None]:
     """(stages to train, None) when the whole request can start, else (None, the first problem)."""
     from training.launch import LaunchConfig
-    from training.plan import PlanError, checkpoint_final_dir, mixture_shard, plan_stage
+    from assets.contract.layout import DataLayout
+    from training.plan import PlanError, plan_stage
     from training.recipes import previous_stage
 
     recipes, error = _recipes()
@@ -142,10 +143,10 @@ def check_request(args: argparse.Namespace) -> tuple[list[str] | None, str | Non
         return None, _one_line(str(err))
     for before, stage in zip(stages, stages[1:]):
         prev = previous_stage(stage, recipe.stages)
-        if prev != before and not (checkpoint_final_dir(root, recipe.name, prev) / "config.json").is_file():
+        if prev != before and not (DataLayout(root).checkpoint(recipe.name, prev) / "config.json").is_file():
             return None, (f"stage {stage!r} starts from stage {prev!r}, which is neither in --stages before it "
-                          f"nor trained at {checkpoint_final_dir(root, recipe.name, prev)}")
-        shard = mixture_shard(root, stage)
+                          f"nor trained at {DataLayout(root).checkpoint(recipe.name, prev)}")
+        shard = DataLayout(root).mixture(stage)
         if args.batch_source == "packed" and not shard.is_file():
             return None, f"the mixture shard for stage {stage!r} is missing at {shard}: materialise etvlm_mixture {stage} first"
     return stages, None

@@ -11,7 +11,7 @@ import pytest
 from assets.sources.registry import SOURCES
 from pipelines.cli import JOB_NAMES, build_parser, main
 
-COMMANDS = ("demo", "sources", "ui", "rope", "video-plan", "pack", "train")
+COMMANDS = ("demo", "sources", "ui", "datasets", "rope", "video-plan", "pack", "train")
 
 
 def refused(argv: list[str], capsys) -> str:

@@ -85,7 +85,7 @@ class VideoFramesAssetConfig(VideoSamplingParams):
         return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder)
 
 
-def video_sources(samples: list[dict]) -> dict[str, str]:
+def sources_of_videos(samples: list[dict]) -> dict[str, str]:
     """video_key -> the source(s) whose samples reference it (", "-joined when several do)."""
     found: dict[str, list[str]] = {}
     for s in samples:
@@ -157,7 +157,7 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
         context.log.warning(f"video_frames leaves out {inputs.excluded_md()} (quality.exclude_sources)")
     context.log.info(f"{len(refs)} video parts, {len(result.videos)} videos in {duration(seconds)}: {len(ok)} ok "
                      f"({sum(v['cached'] for v in ok)} cached), {len(bad)} rejected, {frames} frames")
-    sources = video_sources(result.samples)
+    sources = sources_of_videos(result.samples)
     sheet = contact_sheet_png(result.videos, sources)
     if sheet is not None:
         tmp = out_dir / "contact_sheet.png.tmp"
