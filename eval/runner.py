@@ -7,8 +7,9 @@
   benchmark's question text) with a generation prompt.
 * **Images**: the processor's image processor (its own resize rule and patching); each image
   placeholder grows to that image's merged-token count, as ``Qwen2VLProcessor`` does.
-* **Videos**: the project's video path (``assets.video.decode.sample_video``: 2 fps or a fixed
-  frame count, smart_resize under per-frame and per-video pixel budgets, hybrid resolution
+* **Videos**: the project's video path (``assets.video.decode.sample_video``: qwen-vl-utils' 2 fps
+  rule or a fixed frame count, smart_resize under per-frame and per-video pixel budgets, frames
+  resized with torchvision's bicubic antialias as qwen-vl-utils does, hybrid resolution
   (L, m, s) = (4, 240, 3) when more than 512 frames are sampled, as the paper does above 512
   frames; ``assets.video.inputs`` for ``pixel_values_videos`` / ``video_grid_thw`` and one vision
   block per grid row).
@@ -65,6 +66,8 @@ class VideoEvalConfig:
     total_pixels: int = VIDEO_TOTAL_PIXELS
     hybrid: tuple[int, int, float] | None = (4, 240, 3.0)
     hybrid_min_frames: int = 512
+    resize: str = "torch"
+    """How frames reach their planned size (``VideoSamplingConfig.resize``): torch = qwen-vl-utils' pixels."""
 
     def sampling(self) -> VideoSamplingConfig:
         hybrid = None
@@ -80,6 +83,7 @@ class VideoEvalConfig:
                 max_pixels=self.max_pixels,
                 total_pixels=self.total_pixels,
                 hybrid=hybrid,
+                resize=self.resize,
             )
         return VideoSamplingConfig(
             fps=self.fps,
@@ -88,6 +92,7 @@ class VideoEvalConfig:
             max_pixels=self.max_pixels,
             total_pixels=self.total_pixels,
             hybrid=hybrid,
+            resize=self.resize,
         )
 
 

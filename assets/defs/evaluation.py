@@ -100,6 +100,8 @@ class EvalConfig(dg.Config):
     video_min_pixels: Optional[int] = None
     """Per-frame pixel budget; None: Qwen2-VL's (128..768 x 28^2) on hub data, 16..64 x 28^2 on the embedded clips."""
     video_max_pixels: Optional[int] = None
+    video_resize: str = "torch"
+    """torch: torchvision's bicubic antialias (qwen-vl-utils' pixels); pil: PIL bicubic."""
     hybrid: bool = True
     """Hybrid resolution (L, m, s) above ``hybrid_min_frames`` sampled frames (paper: 512)."""
     hybrid_L: int = 4
@@ -128,6 +130,7 @@ class EvalConfig(dg.Config):
             max_pixels=self.video_max_pixels or hi or defaults.max_pixels,
             hybrid=(self.hybrid_L, self.hybrid_m, self.hybrid_s) if self.hybrid else None,
             hybrid_min_frames=self.hybrid_min_frames,
+            resize=self.video_resize,
         )
         return RunConfig(
             batch_size=self.batch_size,

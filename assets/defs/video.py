@@ -18,7 +18,7 @@ VIDEO_GROUP = "video"
 VIDEO_FRAMES_KEY = dg.AssetKey([STAGE])
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
 # Bump when sampling or shard output changes (data version = hash(code version, input versions)).
-VIDEO_FRAMES_CODE_VERSION = "1"
+VIDEO_FRAMES_CODE_VERSION = "2"  # 2: qwen-vl-utils frame rule, torch resize
 
 
 class VideoFramesAssetConfig(dg.Config):
@@ -32,7 +32,11 @@ class VideoFramesAssetConfig(dg.Config):
     """Hybrid resolution L,m,s (GIRAFFE 3.5), or empty/None for off."""
     hybrid_min_frames: int = 512
     """Hybrid applies only to videos with more sampled frames than this."""
+    resize: str = "torch"
+    """torch: torchvision's bicubic antialias, the pixels qwen-vl-utils gives (default); pil: PIL
+    bicubic. Part of the frame cache key."""
     workers: int = 2
+    """Videos sampled at once (processes); each gets its share of the host's cores."""
     decoder: str = "auto"
     """auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only.
     Same frames either way."""
@@ -41,7 +45,7 @@ class VideoFramesAssetConfig(dg.Config):
         hybrid = HybridConfig.parse(self.hybrid, self.hybrid_min_frames) if self.hybrid else None
         sampling = VideoSamplingConfig(
             fps=self.fps, max_frames=self.max_frames, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
-            total_pixels=self.total_pixels, hybrid=hybrid,
+            total_pixels=self.total_pixels, hybrid=hybrid, resize=self.resize,
         )
         return VideoFramesConfig(sampling=sampling, workers=self.workers, decoder=self.decoder)
 
@@ -52,8 +56,8 @@ class VideoFramesAssetConfig(dg.Config):
     group_name=VIDEO_GROUP,
     code_version=VIDEO_FRAMES_CODE_VERSION,
     kinds={"parquet", "ffmpeg", "decord"},
-    description="Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
-    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize "
+    description="Every video a ChatML sample references, sampled at 2 fps by qwen-vl-utils' rule (ffmpeg select pipe checked "
+    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized to smart_resize with torchvision's bicubic antialias "
     "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one Parquet shard per video, incremental by content hash.",
     check_specs=[
         dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY,
