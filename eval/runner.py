@@ -7,8 +7,9 @@
   benchmark's question text) with a generation prompt.
 * **Images**: the processor's image processor (its own resize rule and patching); each image
   placeholder grows to that image's merged-token count, as ``Qwen2VLProcessor`` does.
-* **Videos**: the project's video path (``assets.video.decode.sample_video``: 2 fps or a fixed
-  frame count, smart_resize under per-frame and per-video pixel budgets, hybrid resolution
+* **Videos**: the project's video path (``assets.video.decode.sample_video``: qwen-vl-utils' 2 fps
+  rule or a fixed frame count, smart_resize under per-frame and per-video pixel budgets, frames
+  resized with torchvision's bicubic antialias as qwen-vl-utils does, hybrid resolution
   (L, m, s) = (4, 240, 3) when more than 512 frames are sampled, as the paper does above 512
   frames; ``assets.video.inputs`` for ``pixel_values_videos`` / ``video_grid_thw`` and one vision
   block per grid row).

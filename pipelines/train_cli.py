@@ -106,8 +106,8 @@ def overrides(args: argparse.Namespace) -> dict:
 
 def check_request(args: argparse.Namespace) -> tuple[list[str] | None, str | None]:
     """(stages to train, None) when the whole request can start, else (None, the first problem)."""
-    from training.launch import LaunchConfig
     from assets.contract.layout import DataLayout
+    from training.launch import LaunchConfig
     from training.plan import PlanError, plan_stage
     from training.recipes import previous_stage
 

@@ -89,6 +89,31 @@ def test_rerun_is_incremental(stage, tmp_path):
     assert not other["cached"] and other["video_key"] != row["video_key"]
 
 
+def test_a_changed_resize_re_decodes_and_an_unchanged_one_does_not(stage, tmp_path):
+    from assets.video.frames import sample_to_shard
+
+    _, refs, _, _ = stage
+    path, frames_dir = refs[0].path, tmp_path / "frames"
+    frames_dir.mkdir()
+    torch_cfg, pil_cfg = VideoSamplingConfig(), VideoSamplingConfig(resize="pil")
+    first = sample_to_shard(path, torch_cfg, str(frames_dir))
+    shard = frames_dir / f"{first['video_key']}.parquet"
+    stamp = shard.stat().st_mtime_ns
+    same = sample_to_shard(path, torch_cfg, str(frames_dir))
+    assert not first["cached"] and same["cached"] and same["video_key"] == first["video_key"]
+    assert shard.stat().st_mtime_ns == stamp  # not rewritten
+    pil = sample_to_shard(path, pil_cfg, str(frames_dir))
+    assert not pil["cached"] and pil["video_key"] != first["video_key"]
+    assert sample_to_shard(path, pil_cfg, str(frames_dir))["cached"]
+    plan, torch_frames = read_frames(first["frames_file"])
+    _, pil_frames = read_frames(pil["frames_file"])
+    idx, sizes = plan["indices"], [tuple(x) for x in plan["sizes"]]
+    assert all(np.array_equal(a, b) for a, b in zip(torch_frames, baseline_frames(path, idx, sizes, resize="torch")))
+    assert all(np.array_equal(a, b) for a, b in zip(pil_frames, baseline_frames(path, idx, sizes, resize="pil")))
+    assert any(not np.array_equal(a, b) for a, b in zip(torch_frames, pil_frames))
+    assert sorted(p.name for p in frames_dir.glob("*.parquet")) == sorted([shard.name, f"{pil['video_key']}.parquet"])
+
+
 def _plans(result):
     videos = {v["video_key"]: v for v in result.videos}
     out = {}

@@ -32,7 +32,7 @@ from assets.video.plan import VideoSamplingConfig
 
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
 # Bump when sampling or shard output changes (data version = hash(code version, input versions)).
-VIDEO_FRAMES_CODE_VERSION = "1"
+VIDEO_FRAMES_CODE_VERSION = "2"  # 2: qwen-vl-utils frame rule, torch resize
 
 
 _SAMPLING = VideoSamplingConfig()
@@ -58,6 +58,11 @@ class VideoSamplingParams(dg.Config):
     hybrid_min_frames: int = Field(
         default=_HYBRID.min_frames, description="Hybrid applies only to videos with more sampled frames than this."
     )
+    resize: str = Field(
+        default=_SAMPLING.resize,
+        description="torch: torchvision's bicubic antialias, the pixels qwen-vl-utils gives (default); pil: PIL "
+        "bicubic. Part of the frame cache key.",
+    )
 
     def sampling(self, pixels: tuple[int, int] | None = None) -> VideoSamplingConfig:
         """The plain config; ``pixels`` replaces the (min, max) per-frame defaults left unset."""
@@ -67,6 +72,7 @@ class VideoSamplingParams(dg.Config):
             max_pixels=self.max_pixels or hi,
             total_pixels=self.total_pixels,
             hybrid=HybridConfig.parse(self.hybrid, self.hybrid_min_frames) if self.hybrid else None,
+            resize=self.resize,
         )
         if self.frames:
             return VideoSamplingConfig.fixed_count(self.frames, **settings)
@@ -74,7 +80,7 @@ class VideoSamplingParams(dg.Config):
 
 
 class VideoFramesAssetConfig(VideoSamplingParams):
-    workers: int = 2
+    workers: int = Field(default=2, description="Videos sampled at once (processes); each gets its share of the host's cores.")
     decoder: str = Field(
         default="auto",
         description="auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only. "
@@ -95,9 +101,9 @@ def sources_of_videos(samples: list[dict]) -> dict[str, str]:
 
 
 VIDEO_FRAMES_DESCRIPTION = (
-    "Every video a ChatML sample references, sampled at 2 fps (ffmpeg select pipe checked "
-    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize "
-    "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
+    "Every video a ChatML sample references, sampled at 2 fps by qwen-vl-utils' rule (ffmpeg select pipe checked "
+    "against decord, decord fallback, ffmpeg transcode for unreadable files), resized to smart_resize with "
+    "torchvision's bicubic antialias under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
     "Parquet shard per video, incremental by content hash. Its row count is the number of sampled frames "
     "(one row per frame in `frames/*.parquet`); `videos_schema` describes videos.parquet, one row per video."
 )

@@ -13,7 +13,8 @@ Layout under the stage folder (readable with pyarrow/polars/datasets, no project
 * ``samples.parquet``: sample_id -> video_key for every video part, in order;
 * ``rejected.parquet``: samples whose video failed, in the shared rejected schema.
 
-``video_key`` = sha256 of the file's bytes + the sampling settings, so a video already
+``video_key`` = sha256 of the file's bytes + the sampling settings (``VideoSamplingConfig.key()``:
+frame rule, counts, pixel budgets, hybrid, resize method), so a video already
 sampled with the same settings is never decoded again (a failed one is remembered too, as
 ``<key>.rejected.json``), wherever the file lives.
 """
@@ -39,6 +40,7 @@ from assets.contract.progress import Progress, Sink
 from assets.contract.schema import described
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import HybridConfig, PlanError
+from assets.video.pipe import decode_threads
 from assets.video.plan import VideoSamplingConfig
 
 STAGE = "video_frames"
@@ -180,12 +182,12 @@ def sample_to_shard(
     cfg: VideoSamplingConfig,
     frames_dir: str,
     encoder: PngEncoder = PngEncoder(),
-    decode_workers: int = 1,
+    decode_workers: int | None = None,
     decoder: str = "auto",
 ) -> dict[str, Any]:
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
-    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
-    > 1 splits this one video across processes (used when it is the only video to sample)."""
+    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``:
+    the cores this video may use (``sample_video``'s ``workers``; None = the whole host)."""
     row: dict[str, Any] = {f.name: None for f in VIDEO_SCHEMA}
     row.update(path=path, cached=False, video_key="")
     try:
@@ -308,9 +310,11 @@ class VideoFramesResult:
 def run_video_frames(
     refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig(), log: Sink | None = None
 ) -> VideoFramesResult:
-    """Sample every distinct (path, settings) once, in a process pool; write the tables.
-    With a single video to sample, ``cfg.workers`` processes split that video instead.
-    ``log`` gets the progress lines (videos done, rate, ETA)."""
+    """Sample every distinct (path, settings) once, in a process pool of ``cfg.workers``
+    processes; write the tables. Each video decodes with its share of the host's cores
+    (``decode_threads(videos at once)``: ffmpeg threads and resize threads), so a single video
+    gets the whole host and many videos do not oversubscribe it. ``log`` gets the progress
+    lines (videos done, rate, ETA)."""
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[tuple[str, VideoSamplingConfig], None] = {}
@@ -318,12 +322,13 @@ def run_video_frames(
         jobs.setdefault((r.path, cfg.sampling.with_part(r.fps, r.max_frames)), None)
     job_list = list(jobs)
     progress = Progress(STAGE, len(job_list), log, unit="videos", closing_line=False)  # the asset's summary has the time
-    if cfg.workers > 1 and len(job_list) > 1:
+    at_once = max(1, min(cfg.workers, len(job_list)))
+    cores = decode_threads(at_once)
+    if at_once > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
-        with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx,
-                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(at_once, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {
-                pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, 1, cfg.decoder): i
+                pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder): i
                 for i, (p, c) in enumerate(job_list)
             }
             done: dict[int, dict[str, Any]] = {}
@@ -331,10 +336,10 @@ def run_video_frames(
                 done[futures[future]] = future.result()
                 progress.update()
             rows = [done[i] for i in range(len(job_list))]
-    else:  # one video (or one worker): the workers split that video instead
+    else:  # one video (or one worker): that video gets every core
         rows = []
         for p, c in job_list:
-            rows.append(sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers, cfg.decoder))
+            rows.append(sample_to_shard(p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder))
             progress.update()
     progress.close()
     by_job = dict(zip(job_list, rows))
