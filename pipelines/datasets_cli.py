@@ -68,7 +68,7 @@ def cmd_datasets_check(args: argparse.Namespace) -> int:
             print(f"{spec.name} ({spec.category}, {spec.task}) from {where}")
             try:
                 fetched = fetch_source(spec, settings, root / "raw" / spec.name, root / "embedded")
-                result = write_chatml(spec, root / "raw" / spec.name, root / "chatml" / spec.name)
+                result = write_chatml(spec, root / "raw" / spec.name, root / "chatml" / spec.name, root / ".cache")
             except Exception as exc:  # reported per entry; the other entries are still checked
                 print(f"  cannot read: {type(exc).__name__}: {exc}")
                 failed = True

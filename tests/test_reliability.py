@@ -106,9 +106,10 @@ def test_a_column_that_is_a_string_or_a_list_keeps_each_rows_own_type(tmp_path):
 
     spec = _spec_with_sample("llava_instruct", write)
     fetch_source(spec, HubSettings(), tmp_path / "raw" / spec.name, tmp_path / "embedded")
-    result = write_chatml(spec, tmp_path / "raw" / spec.name, tmp_path / "chatml" / spec.name)
+    result = write_chatml(spec, tmp_path / "raw" / spec.name, tmp_path / "chatml" / spec.name, tmp_path / "verdicts")
     assert result.reasons() == {}
     assert [c.to_row()["n_images"] for c in result.conversations] == [1, 2, 1, 2, 1, 2]
+    assert len(list((tmp_path / "verdicts").rglob("*.json"))) == 6  # one full decode per distinct image, kept
 
 
 def test_mass_rejection_fails_a_blocking_check_naming_the_reason(tmp_path):

@@ -175,14 +175,17 @@ def records_in(result: NormalizeResult) -> int:
     return result.rows_in + sum(r.stage == "raw" for r in result.rejections)
 
 
-def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path, log: Sink | None = None) -> NormalizeResult:
+def write_chatml(
+    spec: SourceSpec, raw_dir: Path, out_dir: Path, verdict_cache: Path | None = None, log: Sink | None = None
+) -> NormalizeResult:
     """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``
-    (which also holds the records the raw stage could not decode)."""
+    (which also holds the records the raw stage could not decode). ``verdict_cache`` keeps the
+    images' full-decode verdicts for the next runs (``DataLayout.image_verdicts``)."""
     import pyarrow.parquet as pq
 
     manifest = read_manifest(raw_dir)
     rows = read_rows(manifest["data_path"])
-    verifier = ImageVerifier(out_dir.parent.parent / ".cache" / "image-verdicts")
+    verifier = ImageVerifier(verdict_cache)
     media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media", verifier)
     result = normalize_source(spec, rows, media, log)
     bad_path = raw_dir / "undecodable.parquet"

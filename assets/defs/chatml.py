@@ -12,6 +12,7 @@ from assets.contract.atomic import write_json
 from assets.contract.chat_template import render_chatml
 from assets.contract.cleaning import special_tokens_left
 from assets.contract.conversation import CONVERSATION_SCHEMA
+from assets.contract.layout import DataLayout
 from assets.contract.markdown import counts_table, markdown_table
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.keys import CHATML_GROUP, chatml_key, raw_key
@@ -22,9 +23,8 @@ from assets.sources.registry import SOURCES, SourceSpec
 # Bump when the normalisation's output changes: the data version is hash(code version, raw data
 # version), so an unchanged source rerun keeps it and wakes nothing downstream.
 CHATML_CODE_VERSION = "2"
-# Written last by the chatml asset: the guards' verdicts, which the stages below read before
-# they trust a source's conversations (a failed or interrupted source never slips through).
-STATUS_FILE = "status.json"
+# The guards whose verdicts the chatml asset writes last (DataLayout.chatml_status): the stages
+# below read them before they trust a source's conversations.
 GUARDS = ("no_sample_lost", "no_special_tokens", "no_mass_rejection")
 
 
@@ -55,8 +55,9 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     )
     def _chatml(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
         out_dir = store.stage_dir("chatml", spec.name)
-        (out_dir / STATUS_FILE).unlink(missing_ok=True)
-        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, log=context.log.info)
+        status_path = store.layout.chatml_status(spec.name)
+        status_path.unlink(missing_ok=True)
+        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, store.layout.image_verdicts, log=context.log.info)
         ok, detail = accounting(result)
         total = records_in(result)
         mass = mass_rejections(count_lost(r.to_row() for r in result.rejections), {spec.name: total}, quality.max_reason_share)
@@ -69,7 +70,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         }
         reasons = result.reasons()
         guards = {"no_sample_lost": ok, "no_special_tokens": not leaked, "no_mass_rejection": not mass}
-        write_json(out_dir / STATUS_FILE, {"conversations": len(result.conversations), "records": total, "guards": guards})
+        write_json(status_path, {"conversations": len(result.conversations), "records": total, "guards": guards})
         for m in mass:
             context.log.error(f"{m.describe()}: over the {quality.max_reason_share:.0%} allowed (quality.max_reason_share)")
         context.log.info(
@@ -149,13 +150,14 @@ def chatml_problem(folder: Path) -> str | None:
     """Why a source's ChatML output cannot be trusted (None: it can)."""
     import json
 
-    path, status_path = folder / "conversations.parquet", folder / STATUS_FILE
+    layout = DataLayout(folder.parent.parent)
+    path, status_path = layout.conversations(folder.name), layout.chatml_status(folder.name)
     if not path.is_file():
         return "not materialised"
     try:
         status = json.loads(status_path.read_text())
     except (OSError, ValueError):
-        return f"no {STATUS_FILE} (interrupted, failed, or written by older code): materialise it again"
+        return f"no {status_path.name} (interrupted, failed, or written by older code): materialise it again"
     failed = [g for g, passed in status.get("guards", {}).items() if not passed]
     if failed:
         return f"its guard check(s) {', '.join(failed)} failed"

@@ -68,6 +68,9 @@ def _lone_surrogate(value: Any, where: str = "") -> str | None:
     return None
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def decode_record(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) or (None, why it cannot be a record)."""
     try:
@@ -82,7 +85,8 @@ def decode_record(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "invalid JSON (nested too deeply)"
     if not isinstance(value, dict):
         return None, f"record is a JSON {type(value).__name__}, expected an object"
-    if surrogate := _lone_surrogate(value):
+    # valid UTF-8 cannot hold a surrogate: only a \uD800-\uDFFF escape can make one
+    if _SURROGATE_ESCAPE.search(raw) and (surrogate := _lone_surrogate(value)):
         return None, surrogate
     return value, None
 
