@@ -147,7 +147,7 @@ def broken(context):
 def test_the_cli_logger_writes_short_lines(capfd):
     from pipelines.console_log import with_compact_console
 
-    defs = dg.Definitions(assets=[tiny, broken], jobs=[dg.define_asset_job("j", selection="*")])
+    defs = dg.Definitions(assets=[tiny, broken], jobs=[dg.define_asset_job("j", selection=dg.AssetSelection.assets(tiny, broken))])
     job = with_compact_console(defs.resolve_job_def("j"))
     result = job.execute_in_process(
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}, raise_on_error=False
