@@ -280,7 +280,8 @@ def _render(url: str, png: Path, profile: Path, budget_ms: int, timeout_s: int =
     cmd = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
         "--no-first-run", f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        f"--virtual-time-budget={budget_ms}", f"--screenshot={png}", "--dump-dom", url,
+        # --timeout (real time) stops a page whose open requests would hold the virtual clock
+        f"--virtual-time-budget={budget_ms}", f"--timeout={budget_ms + 30000}", f"--screenshot={png}", "--dump-dom", url,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, start_new_session=True)
     assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"

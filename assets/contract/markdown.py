@@ -58,10 +58,10 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-# The Dagster UI (1.13) stops rendering an asset's page when one of its markdown metadata entries
-# holds an image of ~120 KB or more (a 108 KB data URI rendered, a 164 KB one never did, in
-# headless Chromium), so a picture embedded in metadata is kept under this many PNG bytes; the
-# full-size file sits beside the data where it is big.
+# Metadata lives in the event log, and every load of an asset page fetches its latest entries: a
+# picture of real video frames is megabytes as a full-colour PNG. A picture embedded in metadata
+# is kept under this many bytes (the demo's contact sheet: 550 KB -> 70 KB as a 64-colour
+# palette at full size); where that costs detail, the full-size file sits beside the data.
 MARKDOWN_IMAGE_BYTES = 80_000
 
 

@@ -34,11 +34,6 @@ def column_schema(schema: pa.Schema, fallback: Mapping[str, str] | None = None) 
     )
 
 
-def schema_markdown(schema: pa.Schema) -> dg.MarkdownMetadataValue:
-    """A second table's columns (name, type, description) as markdown. Dagster 1.13's asset page
-    does not render when a materialisation carries a table schema under a key other than
-    ``dagster/column_schema``, so a stage's other tables are described this way."""
-    from assets.contract.markdown import markdown_table
-
-    rows = [{"column": f.name, "type": type_name(f.type), "description": description(f) or ""} for f in schema]
-    return dg.MetadataValue.md(markdown_table(rows, width=120))
+def schema_metadata(schema: pa.Schema, fallback: Mapping[str, str] | None = None) -> dg.TableSchemaMetadataValue:
+    """The schema of a stage's second table (``dagster/column_schema`` describes the asset's rows)."""
+    return dg.MetadataValue.table_schema(column_schema(schema, fallback))

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_markdown, shrink_png
 from assets.contract.progress import duration
 from assets.defs.chatml import chatml_key
-from assets.defs.metadata import DATA_TEAM, column_schema, schema_markdown
+from assets.defs.metadata import DATA_TEAM, column_schema, schema_metadata
 from assets.defs.resources import DataStore
 from assets.sources.registry import SOURCES
 from assets.video.contact_sheet import contact_sheet_png
@@ -79,7 +79,7 @@ def video_sources(samples: list[dict]) -> dict[str, str]:
     "against decord, decord fallback, ffmpeg transcode for unreadable files), resized by smart_resize "
     "under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
     "Parquet shard per video, incremental by content hash. Its row count is the number of sampled frames "
-    "(one row per frame in `frames/*.parquet`); `videos_columns` describes videos.parquet, one row per video.",
+    "(one row per frame in `frames/*.parquet`); `videos_schema` describes videos.parquet, one row per video.",
     check_specs=[
         dg.AssetCheckSpec("frames_match_grids", asset=VIDEO_FRAMES_KEY,
                           description="frames per video = 2 x sum of temporal grid rows; tokens = grid products / 4"),
@@ -118,7 +118,7 @@ def video_frames(context: dg.AssetExecutionContext, config: VideoFramesAssetConf
             "dagster/row_count": frames,
             "row_count_unit": "frames (one row per sampled frame; videos are in videos_table)",
             "dagster/column_schema": column_schema(FRAME_SCHEMA),
-            "videos_columns": schema_markdown(VIDEO_SCHEMA),
+            "videos_schema": schema_metadata(VIDEO_SCHEMA),
             "contact_sheet": dg.MetadataValue.md(
                 png_markdown(shrink_png(sheet), "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"
             ),
