@@ -194,8 +194,13 @@ def test_demo_metadata_has_schemas_code_versions_and_readable_plots(demo_run):
     frames = latest("video_frames").metadata
     assert [c.name for c in frames["dagster/column_schema"].value.columns][:3] == ["video_key", "frame", "frame_index"]
     assert frames["dagster/row_count"].value == frames["frames_sampled"].value  # rows are frames
+    from assets.contract.markdown import MARKDOWN_IMAGE_BYTES
+
     [sheet] = pngs(frames["contact_sheet"].value)
-    assert sheet.size[0] >= 900 and (data / "video_frames" / "contact_sheet.png").is_file()
+    assert sheet.size[0] >= 900 and len(frames["contact_sheet"].value) <= MARKDOWN_IMAGE_BYTES * 4 / 3 + 200
+    assert Image.open(frames["contact_sheet_png"].value).size[0] >= 900  # full size beside the data
+    videos = {c.name: c.description for c in frames["videos_schema"].value.columns}
+    assert videos["duration"] == "length of the video, seconds" and all(videos.values())
     header = frames["videos_table"].value.splitlines()[0]
     assert "| source |" in header and "| duration |" in header
 

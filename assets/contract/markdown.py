@@ -62,6 +62,35 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
+# Metadata lives in the event log, and every load of an asset page fetches its latest entries: a
+# picture of real video frames is megabytes as a full-colour PNG. A picture embedded in metadata
+# is kept under this many bytes (the demo's contact sheet: 550 KB -> 70 KB as a 64-colour
+# palette at full size); where that costs detail, the full-size file sits beside the data.
+MARKDOWN_IMAGE_BYTES = 80_000
+
+
+def shrink_png(png: bytes, max_bytes: int = MARKDOWN_IMAGE_BYTES) -> bytes:
+    """``png`` itself when small enough, else the largest version that fits: a 256/128/64-colour
+    palette first (plots and frames keep their look), then smaller sizes. The smallest tried
+    when nothing fits."""
+    if len(png) <= max_bytes:
+        return png
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    best = png
+    for scale in (1.0, 0.85, 0.7, 0.55, 0.4):
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        scaled = image if scale == 1.0 else image.resize(size, Image.Resampling.LANCZOS)
+        for colors in (256, 128, 64):
+            buf = io.BytesIO()
+            scaled.quantize(colors=colors).save(buf, format="PNG", optimize=True)
+            if len(buf.getvalue()) <= max_bytes:
+                return buf.getvalue()
+            best = min(best, buf.getvalue(), key=len)
+    return best
+
+
 def png_data_uri(png: bytes) -> str:
     """A PNG as a data URI, so markdown metadata shows it without a file server."""
     return f"data:image/png;base64,{base64.b64encode(png).decode()}"

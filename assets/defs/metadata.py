@@ -38,6 +38,7 @@ def column_schema(schema: pa.Schema, fallback: Mapping[str, str] | None = None) 
 
 
 def schema_metadata(schema: pa.Schema, fallback: Mapping[str, str] | None = None) -> dg.TableSchemaMetadataValue:
+    """The schema of a stage's second table (``dagster/column_schema`` describes the asset's rows)."""
     return dg.MetadataValue.table_schema(column_schema(schema, fallback))
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_markdown
+from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_markdown, shrink_png
 from assets.contract.progress import duration
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.chatml import chatml_inputs
@@ -176,8 +176,9 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
             "dagster/column_schema": column_schema(FRAME_SCHEMA),
             "videos_schema": schema_metadata(VIDEO_SCHEMA),
             "contact_sheet": dg.MetadataValue.md(
-                png_markdown(sheet, "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"
+                png_markdown(shrink_png(sheet), "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"
             ),
+            "contact_sheet_png": dg.MetadataValue.path(str(out_dir / "contact_sheet.png")),
             "video_parts": len(refs),
             "videos": len(result.videos),
             "videos_cached": sum(bool(v["cached"]) for v in result.videos),
