@@ -39,7 +39,7 @@ EPILOG = """examples:
 # The jobs of pipelines/jobs.py, spelled here so that building the parser does not import dagster
 # (a second to import; `giraffe --help` stays instant). tests/test_cli.py checks they are equal.
 JOB_NAMES: tuple[str, ...] = (
-    "giraffe_demo", "ingest_sources", "refresh_sources", "stage_data", "train_and_eval",
+    "giraffe_demo", "ingest_sources", "refresh_sources", "shard_data", "stage_data", "train_and_eval",
     "train_checkpoint", "evaluate_checkpoint", "report",
 )
 
@@ -106,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from pipelines.console_log import error_summary, with_compact_console
     from pipelines.definitions import build_definitions
-    from pipelines.jobs import DEMO_SEQUENCE, demo_partition_keys
+    from pipelines.jobs import demo_jobs, demo_partition_keys
 
     instance = dg.DagsterInstance.get()
     defs = build_definitions()
@@ -115,8 +115,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows, failed_checks, warned_checks, run_ids = [], [], [], []
     errors: list[str] = []
     success = True
-    # The default job is followed by the stage-partitioned jobs, one run per partition key.
-    for name in DEMO_SEQUENCE if args.job == "giraffe_demo" else [args.job]:
+    # The default job is followed by the shard- and stage-partitioned jobs, one run per partition key.
+    for name in demo_jobs(args.job):
         job = with_compact_console(defs.resolve_job_def(name))
         keys = demo_partition_keys(job)
         for key in keys:
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="materialise the whole graph on the embedded sample",
         description="Materialise a job into the project's Dagster instance and print a summary. The default "
-        "runs the unpartitioned graph, then stage_data for every stage, train_and_eval for every recipe "
+        "runs the unpartitioned graph, then shard_data for every shard, stage_data for every stage, train_and_eval for every recipe "
         "stage and the report; a partitioned job runs once per partition.",
         epilog="examples:\n"
         "  giraffe demo\n"

@@ -1,9 +1,10 @@
 """Jobs a user launches from the UI or the CLI, and the order ``giraffe demo`` runs them in.
 
-A Dagster job cannot mix partitions definitions, so the graph runs as four jobs: the
-unpartitioned data (raw sources to token counts, benchmark data, the base model's scores),
-the stage-partitioned shards and mixture, the recipe x stage checkpoints with their
-evaluations, and the leaderboard over all of them.
+A Dagster job cannot mix partitions definitions, so the graph runs as five jobs: the
+unpartitioned data (raw sources, the base model, benchmark data, the base model's scores), the
+shard-partitioned sample stages (ChatML, video frames, token counts: one run per shard, see
+docs/shards.md), the stage-partitioned packed sequences and mixture, the recipe x stage
+checkpoints with their evaluations, and the leaderboard over all of them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from assets.defs.keys import (
     PACKING_GROUP,
     RAW_GROUP,
     TRAINING_GROUP,
+    VIDEO_GROUP,
 )
 from assets.defs.partitions import RECIPES, STAGES
 
+SHARD_GROUPS = [CHATML_GROUP, VIDEO_GROUP]  # chatml/<source>, video_frames, token_counts
 STAGE_GROUPS = [PACKING_GROUP]
 CHECKPOINT_GROUPS = [TRAINING_GROUP, EVAL_GROUP]
 ON_DEMAND_GROUPS = [LMMS_EVAL_GROUP]
@@ -31,11 +34,17 @@ LEADERBOARD = dg.AssetSelection.assets(LEADERBOARD_KEY)
 everything = dg.define_asset_job(
     "giraffe_demo",
     selection=dg.AssetSelection.all()
-    - dg.AssetSelection.groups(*STAGE_GROUPS, *CHECKPOINT_GROUPS, *ON_DEMAND_GROUPS)
+    - dg.AssetSelection.groups(*SHARD_GROUPS, *STAGE_GROUPS, *CHECKPOINT_GROUPS, *ON_DEMAND_GROUPS)
     - LEADERBOARD,
-    description="The unpartitioned graph: raw sources, ChatML, video frames, token counts, the base "
-    "model, benchmark data and the base model's scores. `giraffe demo` then runs stage_data per "
-    "stage, train_and_eval per recipe stage, and the leaderboard.",
+    description="The unpartitioned graph: raw sources, the base model, benchmark data and the base "
+    "model's scores. `giraffe demo` then runs shard_data per shard, stage_data per stage, "
+    "train_and_eval per recipe stage, and the leaderboard.",
+)
+shard_data = dg.define_asset_job(
+    "shard_data",
+    selection=dg.AssetSelection.groups(*SHARD_GROUPS),
+    description="One shard of the sample-level stages: every source's ChatML, the video frames and the token "
+    "counts of the samples that hash to it. A backfill of all shards spreads them over runs (and workers).",
 )
 stage_data = dg.define_asset_job(
     "stage_data",
@@ -59,8 +68,9 @@ report = dg.define_asset_job(
 )
 ingest = dg.define_asset_job(
     "ingest_sources",
-    selection=dg.AssetSelection.groups(RAW_GROUP, CHATML_GROUP),
-    description="Fetch every source and normalise it to ChatML.",
+    selection=dg.AssetSelection.groups(CHATML_GROUP),
+    description="Normalise every fetched source to ChatML, one shard per run (`giraffe demo --job "
+    "ingest_sources` fetches the sources first).",
 )
 # The nightly refresh: fetch every raw source again and nothing else. What is downstream of a
 # source recomputes through the automation policy only where the content hash changed.
@@ -76,14 +86,23 @@ train = dg.define_asset_job(
     description="Train one stage of one recipe (partition recipe|stage); stage k needs stage k-1's checkpoint.",
 )
 
-all_jobs = [everything, ingest, refresh, stage_data, train_and_eval, train, evaluate_checkpoint, report]
+all_jobs = [everything, ingest, refresh, shard_data, stage_data, train_and_eval, train, evaluate_checkpoint, report]
 
 # What `giraffe demo` runs, in order; a partitioned job runs once per key of demo_partition_keys.
-DEMO_SEQUENCE = ["giraffe_demo", "stage_data", "train_and_eval", "report"]
+DEMO_SEQUENCE = ["giraffe_demo", "shard_data", "stage_data", "train_and_eval", "report"]
+# `giraffe demo --job NAME` runs these first where NAME needs them (ChatML needs fetched sources).
+DEMO_PREREQUISITES = {"ingest_sources": ["refresh_sources"]}
+
+
+def demo_jobs(name: str) -> list[str]:
+    """The jobs `giraffe demo --job name` runs, in order."""
+    if name == "giraffe_demo":
+        return list(DEMO_SEQUENCE)
+    return [*DEMO_PREREQUISITES.get(name, []), name]
 
 
 def demo_partition_keys(job: dg.JobDefinition) -> list[str | None]:
-    """Partition keys the demo runs a job for, in dependency order: every stage for the shards;
+    """Partition keys the demo runs a job for, in dependency order: every shard, every stage;
     for checkpoints each recipe's own stages in progressive order (stage k needs k-1)."""
     if job.partitions_def is None:
         return [None]

@@ -124,10 +124,10 @@ class SampleStore:
 
     def _source_table(self, source: str) -> tuple[pa.Table, dict[str, int]]:
         if source not in self._tables:
-            path = self.layout.conversations(source)
-            if not path.is_file():
-                raise SampleNotFoundError(f"source {source!r}: no conversation table at {path}")
-            table = pq.read_table(path)
+            parts = self.layout.conversation_parts(source)  # every shard's part, in shard order
+            if not parts:
+                raise SampleNotFoundError(f"source {source!r}: no conversation table at {self.layout.chatml(source)}")
+            table = pa.concat_tables([pq.read_table(p) for p in parts])
             index = {sid: i for i, sid in enumerate(table.column("sample_id").to_pylist())}
             self._tables[source] = (table, index)
         return self._tables[source]
@@ -144,7 +144,7 @@ class SampleStore:
 
     def _video_index(self) -> dict[tuple[str, int], dict[str, Any]]:
         if self._videos is None:
-            self._videos = sample_videos(self.layout.video_frames)
+            self._videos = {k: v for part in self.layout.video_frames_parts() for k, v in sample_videos(part).items()}
         return self._videos
 
     def _frames_file(self, sample_id: str, video_no: int) -> tuple[Path, list[list[int]]]:

@@ -176,6 +176,14 @@ class NormalizeResult:
     rows_in: int
     conversations: list[Conversation] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # Raw rows whose record belongs to another shard (assets/contract/shards.py): accounted
+    # for by that shard's result, not this one.
+    other_shards: set[int] = field(default_factory=set)
+
+    @property
+    def rows_here(self) -> int:
+        """Raw rows this result accounts for (all of them when unsharded)."""
+        return self.rows_in - len(self.other_shards)
 
     def conversation_table(self) -> pa.Table:
         return pa.Table.from_pylist([c.to_row() for c in self.conversations], schema=CONVERSATION_SCHEMA)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from assets.contract.shards import shard_count, shard_keys
+
 BASE_MODEL_REF = "model/base"  # a recipe's base_model that means "the model/base asset"
 # Where the code lives (not data): subprocesses such as the training job run from here.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,16 @@ class DataLayout:
         return self.root / "chatml" / source
 
     def conversations(self, source: str) -> Path:
+        """The unsharded table (a hand-written or older data root); sharded stages write parts."""
         return self.chatml(source) / "conversations.parquet"
+
+    def chatml_shard(self, source: str, shard: str) -> Path:
+        """One shard's folder (``assets/contract/shards.py``): conversations, rejected, status."""
+        return self.chatml(source) / "shards" / shard
+
+    def conversation_parts(self, source: str) -> list[Path]:
+        """Every shard's conversations of ``source`` in shard order (or the unsharded table)."""
+        return _parts(self.chatml(source), "conversations.parquet")
 
     def undecodable(self, source: str) -> Path:
         """Records of a source no reader could decode (``undecodable_record``)."""
@@ -67,6 +78,21 @@ class DataLayout:
     @property
     def token_counts_file(self) -> Path:
         return self.token_counts / "token_counts.parquet"
+
+    def video_frames_shard(self, shard: str) -> Path:
+        """One shard's videos/samples/rejected tables (frames/ is shared: keyed by content)."""
+        return self.video_frames / "shards" / shard
+
+    def video_frames_parts(self) -> list[Path]:
+        """Folders holding samples.parquet + videos.parquet: every shard (or the unsharded one)."""
+        return [p.parent for p in _parts(self.video_frames, "samples.parquet")]
+
+    def token_counts_shard(self, shard: str) -> Path:
+        return self.token_counts / "shards" / shard
+
+    def token_count_parts(self) -> list[Path]:
+        """Every shard's token_counts.parquet in shard order (or the unsharded table)."""
+        return _parts(self.token_counts, "token_counts.parquet")
 
     # -- packing and the mixture (docs/packed_shards.md)
     def packed(self, stage: str) -> Path:
@@ -114,3 +140,13 @@ class DataLayout:
     @property
     def leaderboard(self) -> Path:
         return self.root / "leaderboard"
+
+
+def _parts(folder: Path, name: str) -> list[Path]:
+    """``folder/shards/<key>/name`` for the configured shard keys (``GIRAFFE_SHARDS``; folders
+    of an older shard count are ignored) when the stage is sharded, else ``folder/name`` when
+    that exists (a table written by hand or by an unsharded run), else nothing."""
+    parts = [folder / "shards" / key / name for key in shard_keys(shard_count())]
+    if any(p.is_file() for p in parts):
+        return [p for p in parts if p.is_file()]
+    return [folder / name] if (folder / name).is_file() else []

@@ -12,18 +12,18 @@ from assets.contract.atomic import write_json
 from assets.contract.chat_template import render_chatml
 from assets.contract.cleaning import special_tokens_left
 from assets.contract.conversation import CONVERSATION_SCHEMA
-from assets.contract.layout import DataLayout
 from assets.contract.markdown import counts_table, markdown_table
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.keys import CHATML_GROUP, chatml_key, raw_key
 from assets.defs.metadata import DATA_TEAM, column_schema
+from assets.defs.partitions import shard_of_run, shard_partitions
 from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES, SourceSpec
 
 # Bump when the normalisation's output changes: the data version is hash(code version, raw data
 # version), so an unchanged source rerun keeps it and wakes nothing downstream.
-CHATML_CODE_VERSION = "2"
-# The guards whose verdicts the chatml asset writes last (DataLayout.chatml_status): the stages
+CHATML_CODE_VERSION = "3"  # 3: one partition per shard (docs/shards.md)
+# The guards whose verdicts the chatml asset writes last (status.json in each shard folder): the stages
 # below read them before they trust a source's conversations.
 GUARDS = ("no_sample_lost", "no_special_tokens", "no_mass_rejection")
 
@@ -34,6 +34,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         deps=[raw_key(spec.name)],
+        partitions_def=shard_partitions,
         group_name=CHATML_GROUP,
         code_version=CHATML_CODE_VERSION,
         owners=[DATA_TEAM],
@@ -42,7 +43,8 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         tags={"category": spec.category},
         description=(
             f"{spec.name} normalised to ChatML conversations (adapter "
-            f"`{spec.adapter.__name__}`); rejected rows kept with their reason."
+            f"`{spec.adapter.__name__}`); rejected rows kept with their reason. One partition per "
+            "shard of sample ids (docs/shards.md)."
         ),
         check_specs=[
             dg.AssetCheckSpec("no_sample_lost", asset=key, blocking=True,
@@ -54,10 +56,13 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         ],
     )
     def _chatml(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
-        out_dir = store.stage_dir("chatml", spec.name)
-        status_path = store.layout.chatml_status(spec.name)
+        shard = shard_of_run(context)
+        out_dir = store.layout.chatml_shard(spec.name, shard.key)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        status_path = out_dir / "status.json"
         status_path.unlink(missing_ok=True)
-        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, store.layout.image_verdicts, log=context.log.info)
+        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, store.layout.image_verdicts,
+                              log=context.log.info, shard=shard, media_dir=store.stage_dir("chatml", spec.name) / "media")
         ok, detail = accounting(result)
         total = records_in(result)
         mass = mass_rejections(count_lost(r.to_row() for r in result.rejections), {spec.name: total}, quality.max_reason_share)
@@ -74,7 +79,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         for m in mass:
             context.log.error(f"{m.describe()}: over the {quality.max_reason_share:.0%} allowed (quality.max_reason_share)")
         context.log.info(
-            f"{spec.name}: {result.rows_in} rows in, {len(result.conversations)} conversations, "
+            f"{spec.name}[{shard.key}]: {result.rows_here} rows in, {len(result.conversations)} conversations, "
             f"{len(result.rejections)} rejected {reasons}"
         )
         preview = [
@@ -84,12 +89,14 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         rejected = [r.to_row() for r in result.rejections[:20]]
         table = result.conversation_table()
         summary = (
-            f"**{spec.name}** ({spec.category}, `{spec.hub_id}`): {result.rows_in} raw rows -> "
+            f"**{spec.name}** ({spec.category}, `{spec.hub_id}`), shard {shard.key} of {shard.count}: "
+            f"{result.rows_here} raw rows -> "
             f"{len(result.conversations)} conversations + {len(result.rejections)} rejected. {detail}."
         )
         return dg.MaterializeResult(
             metadata={
-                "rows_in": result.rows_in,
+                "rows_in": result.rows_here,
+                "shard": shard.key,
                 "conversations": len(result.conversations),
                 "rejected": len(result.rejections),
                 "dagster/row_count": len(result.conversations),
@@ -147,11 +154,11 @@ class ChatmlInputs:
 
 
 def chatml_problem(folder: Path) -> str | None:
-    """Why a source's ChatML output cannot be trusted (None: it can)."""
+    """Why a source's ChatML output in ``folder`` (one shard's, or an unsharded source's) cannot
+    be trusted (None: it can)."""
     import json
 
-    layout = DataLayout(folder.parent.parent)
-    path, status_path = layout.conversations(folder.name), layout.chatml_status(folder.name)
+    path, status_path = folder / "conversations.parquet", folder / "status.json"
     if not path.is_file():
         return "not materialised"
     try:
@@ -170,18 +177,21 @@ def chatml_problem(folder: Path) -> str | None:
     return None
 
 
-def chatml_inputs(store: DataStore, names: list[str], quality: QualityPolicy, stage: str) -> ChatmlInputs:
-    """Every named source's verified conversations, or a ``dg.Failure`` naming each source that
-    is missing or failed and not in ``quality.exclude_sources`` (an exclusion is reported)."""
+def chatml_inputs(
+    store: DataStore, names: list[str], quality: QualityPolicy, stage: str, shard: str | None = None
+) -> ChatmlInputs:
+    """Every named source's verified conversations (of ``shard``: its part of each source), or a
+    ``dg.Failure`` naming each source that is missing or failed and not in
+    ``quality.exclude_sources`` (an exclusion is reported)."""
     out, problems = ChatmlInputs(), []
     for name in names:
         if name in quality.exclude_sources:
             out.excluded.append(name)
             continue
-        folder = store.layout.chatml(name)
+        folder = store.layout.chatml(name) if shard is None else store.layout.chatml_shard(name, shard)
         problem = chatml_problem(folder)
         if problem:
-            problems.append(f"chatml/{name}: {problem}")
+            problems.append(f"chatml/{name}" + (f" shard {shard}" if shard else "") + f": {problem}")
         else:
             out.paths[name] = folder / "conversations.parquet"
     if problems:

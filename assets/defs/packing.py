@@ -18,8 +18,9 @@ from assets.contract.atomic import write_parquet
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
 from assets.defs.keys import PACKED_KEY, PACKING_GROUP, TOKEN_COUNTS_KEY
 from assets.defs.metadata import DATA_TEAM, check_result, column_schema
-from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
+from assets.defs.partitions import ALL_SHARDS, STAGE_CAPACITIES, stage_partitions
 from assets.defs.resources import DataStore
+from assets.defs.tokens import read_token_counts
 from assets.packing.stage import (
     DEFAULT_LONG_THRESHOLD,
     SEQUENCE_SCHEMA,
@@ -42,7 +43,7 @@ class PackConfig(dg.Config):
 
 @dg.asset(
     key=PACKED_KEY,
-    deps=[TOKEN_COUNTS_KEY],
+    deps=[dg.AssetDep(TOKEN_COUNTS_KEY, partition_mapping=ALL_SHARDS)],  # every shard
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
     code_version="1",
@@ -60,8 +61,7 @@ class PackConfig(dg.Config):
 def packed(context: dg.AssetExecutionContext, config: PackConfig, store: DataStore) -> dg.MaterializeResult:
     stage = context.partition_key
     capacity = STAGE_CAPACITIES[stage]
-    counts_path = store.stage_dir("token_counts") / "token_counts.parquet"
-    counts = pq.read_table(counts_path, columns=["sample_id", "source", "category", "n_tokens"])
+    counts = read_token_counts(store.layout, ["sample_id", "source", "category", "n_tokens"])
     context.log.info(f"packing {counts.num_rows} counted samples into {stage} ({capacity} tokens, {config.attention_mode})")
     started = time.perf_counter()
     result = pack_stage(

@@ -6,23 +6,29 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.contract.atomic import write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA
+from assets.contract.layout import DataLayout
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
 from assets.contract.progress import Progress
 from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.chatml import chatml_inputs
 from assets.defs.keys import BASE_MODEL_KEY, TOKEN_COUNTS_KEY, VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
 from assets.defs.metadata import DATA_TEAM, column_schema
+from assets.defs.partitions import SHARD_KEYS, shard_of_run, shard_partitions
 from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
 from assets.video.frames import sample_videos
 
 # Bump when counting changes (data version = hash(code version, input data versions)).
-TOKEN_COUNTS_CODE_VERSION = "1"
+TOKEN_COUNTS_CODE_VERSION = "2"  # 2: one partition per shard, source_row kept for the merged order
+# Schema metadata of every part: the asset's source order (with source_row it restores the
+# unsharded order of the merged table, so packing does not depend on the shard count).
+SOURCES_META = b"giraffe_sources"
 
 
 def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
@@ -53,13 +59,15 @@ def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
     return dg.asset(
         key=TOKEN_COUNTS_KEY,
         deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s) for s in sources]],
+        partitions_def=shard_partitions,
         group_name=VIDEO_GROUP,
         code_version=TOKEN_COUNTS_CODE_VERSION,
         owners=[DATA_TEAM],
         metadata={"dagster/column_schema": column_schema(COUNT_SCHEMA)},
         kinds={"parquet", "transformers"},
         description="Exact token length of every ChatML sample with the base model's processor and chat "
-        "template: text + image tokens from image grids + video tokens from the frame plans.",
+        "template: text + image tokens from image grids + video tokens from the frame plans. One partition per "
+        "shard of sample ids; packing reads every shard (`read_token_counts`).",
         check_specs=TOKEN_COUNTS_CHECKS,
     )(token_counts)
 
@@ -67,9 +75,11 @@ def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
 def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy, sources: list[str]) -> dg.MaterializeResult:
     from training.processor import load_processor
 
-    inputs = chatml_inputs(store, sources, quality, "token_counts")
+    shard = shard_of_run(context)
+    inputs = chatml_inputs(store, sources, quality, "token_counts", shard.key)
     processor = load_processor(store.stage_dir("model", "base"))
-    counter = TokenCounter(processor, video_plans(store.stage_dir("video_frames")))
+    video_dir = store.layout.video_frames_shard(shard.key)
+    counter = TokenCounter(processor, video_plans(video_dir))
     counts, rejected = [], []
     conversations = 0
     per_source: dict[str, int] = {}
@@ -79,18 +89,20 @@ def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy,
         conversations += len(rows)
         per_source[name] = len(rows)
         c, r = count_table(rows, counter, progress)
-        counts += c
+        first_row = {row["sample_id"]: min(row["source_rows"] or [0]) for row in rows}
+        counts += [{**x, "source_row": first_row[x["sample_id"]]} for x in c]
         rejected += r
     progress.close()
-    video_dir = store.stage_dir("video_frames")
     frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
     if all(p.is_file() for p in frame_tables):
         samples, videos = (pq.read_table(p).to_pylist() for p in frame_tables)
     else:
         samples, videos = [], []
     mismatched = video_token_mismatches(counts, samples, videos)
-    out = store.stage_dir(STAGE)
-    write_parquet(pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), out / "token_counts.parquet")
+    out = store.layout.token_counts_shard(shard.key)
+    out.mkdir(parents=True, exist_ok=True)
+    schema = COUNT_SCHEMA.with_metadata({**(COUNT_SCHEMA.metadata or {}), SOURCES_META: json.dumps(sources).encode()})
+    write_parquet(pa.Table.from_pylist(counts, schema=schema), out / "token_counts.parquet")
     write_parquet(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
     mass = mass_rejections(count_lost(rejected, raw_rows=False), per_source, quality.max_reason_share)
     if inputs.excluded:
@@ -104,11 +116,12 @@ def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy,
         s["samples"] += 1
         s["tokens"] += c["n_tokens"]
         s["max"] = max(s["max"], c["n_tokens"])
-    context.log.info(f"{len(counts)} samples counted, {len(rejected)} rejected {reasons}")
+    context.log.info(f"shard {shard.key}: {len(counts)} samples counted, {len(rejected)} rejected {reasons}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(counts),
             "dagster/column_schema": column_schema(COUNT_SCHEMA),
+            "shard": shard.key,
             "rejected": len(rejected),
             "total_tokens": sum(c["n_tokens"] for c in counts),
             "video_tokens": sum(c["n_video_tokens"] for c in counts),
@@ -143,3 +156,36 @@ def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy,
 
 
 token_counts = build_token_counts([s.name for s in SOURCES])
+
+
+def read_token_counts(layout: DataLayout, columns: list[str] | None = None) -> pa.Table:
+    """Every shard's token counts as one table, in the unsharded order (the asset's source
+    order, then each source's raw row order), so what is packed does not depend on
+    ``GIRAFFE_SHARDS``. A missing shard is an error naming it: packing needs all of them. An
+    unsharded ``token_counts.parquet`` (written by hand or by older code) is read as it is."""
+    sharded = [layout.token_counts_shard(k) / "token_counts.parquet" for k in SHARD_KEYS]
+    if any(p.is_file() for p in sharded):
+        missing = [str(p) for p in sharded if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"token_counts shard(s) not materialised: {', '.join(missing)}")
+        parts = sharded
+    elif layout.token_counts_file.is_file():
+        parts = [layout.token_counts_file]
+    else:
+        raise FileNotFoundError(f"no token counts under {layout.token_counts}: materialise token_counts")
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "source", "source_row"]))
+    tables = []
+    for path in parts:
+        names = pq.read_schema(path).names
+        tables.append(pq.read_table(path, columns=None if wanted is None else [c for c in wanted if c in names]))
+    table = pa.concat_tables(tables)
+    meta = pq.read_schema(parts[0]).metadata or {}
+    if "source_row" in table.column_names and SOURCES_META in meta:
+        rank = {s: i for i, s in enumerate(json.loads(meta[SOURCES_META]))}
+        keys = pa.table({
+            "rank": pa.array([rank.get(s, len(rank)) for s in table.column("source").to_pylist()], pa.int64()),
+            "source": table.column("source"),
+            "row": table.column("source_row"),
+        })
+        table = table.take(pc.sort_indices(keys, [("rank", "ascending"), ("source", "ascending"), ("row", "ascending")]))
+    return table if columns is None else table.select(columns)

@@ -15,6 +15,7 @@ from assets.contract.quality import count_lost, mass_rejections
 from assets.defs.chatml import chatml_inputs
 from assets.defs.keys import VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
 from assets.defs.metadata import DATA_TEAM, column_schema, schema_metadata
+from assets.defs.partitions import shard_of_run, shard_partitions
 from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.video.contact_sheet import contact_sheet_png
@@ -32,7 +33,7 @@ from assets.video.plan import VideoSamplingConfig
 
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
 # Bump when sampling or shard output changes (data version = hash(code version, input versions)).
-VIDEO_FRAMES_CODE_VERSION = "2"  # 2: qwen-vl-utils frame rule, torch resize
+VIDEO_FRAMES_CODE_VERSION = "3"  # 2: qwen-vl-utils frame rule, torch resize; 3: one partition per shard
 
 
 _SAMPLING = VideoSamplingConfig()
@@ -104,7 +105,8 @@ VIDEO_FRAMES_DESCRIPTION = (
     "Every video a ChatML sample references, sampled at 2 fps by qwen-vl-utils' rule (ffmpeg select pipe checked "
     "against decord, decord fallback, ffmpeg transcode for unreadable files), resized to smart_resize with "
     "torchvision's bicubic antialias under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
-    "Parquet shard per video, incremental by content hash. Its row count is the number of sampled frames "
+    "Parquet file per video, incremental by content hash. One partition per shard of sample ids (the "
+    "shard's videos/samples tables under `shards/<shard>/`; the frame files are shared by content key). Its row count is the number of sampled frames "
     "(one row per frame in `frames/*.parquet`); `videos_schema` describes videos.parquet, one row per video."
 )
 
@@ -126,6 +128,7 @@ def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
     return dg.asset(
         key=VIDEO_FRAMES_KEY,
         deps=[chatml_key(name) for name in video_sources],
+        partitions_def=shard_partitions,
         group_name=VIDEO_GROUP,
         code_version=VIDEO_FRAMES_CODE_VERSION,
         kinds={"parquet", "ffmpeg", "decord"},
@@ -138,13 +141,15 @@ def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
 
 def _materialize_video_frames(context, config, store: DataStore, quality: QualityPolicy, video_sources: list[str]):
     cfg = config.to_config()
-    inputs = chatml_inputs(store, video_sources, quality, "video_frames")
+    shard = shard_of_run(context)
+    inputs = chatml_inputs(store, video_sources, quality, "video_frames", shard.key)
     refs = []
     for path in inputs.paths.values():
         refs += video_refs(pq.read_table(path))
-    out_dir = store.stage_dir(STAGE)
+    out_dir = store.layout.video_frames_shard(shard.key)
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result = run_video_frames(refs, out_dir, cfg, log=context.log.info)
+    result = run_video_frames(refs, out_dir, cfg, log=context.log.info, frames_dir=store.stage_dir(STAGE) / "frames")
     seconds = time.monotonic() - started
     ok = [v for v in result.videos if v["status"] == "ok"]
     bad = [v for v in result.videos if v["status"] != "ok"]
@@ -161,7 +166,7 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
     mass = mass_rejections(count_lost(result.rejected, raw_rows=False), parts_by_source, quality.max_reason_share)
     if inputs.excluded:
         context.log.warning(f"video_frames leaves out {inputs.excluded_md()} (quality.exclude_sources)")
-    context.log.info(f"{len(refs)} video parts, {len(result.videos)} videos in {duration(seconds)}: {len(ok)} ok "
+    context.log.info(f"shard {shard.key}: {len(refs)} video parts, {len(result.videos)} videos in {duration(seconds)}: {len(ok)} ok "
                      f"({sum(v['cached'] for v in ok)} cached), {len(bad)} rejected, {frames} frames")
     sources = sources_of_videos(result.samples)
     sheet = contact_sheet_png(result.videos, sources)
@@ -179,6 +184,7 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
                 png_markdown(shrink_png(sheet), "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"
             ),
             "contact_sheet_png": dg.MetadataValue.path(str(out_dir / "contact_sheet.png")),
+            "shard": shard.key,
             "video_parts": len(refs),
             "videos": len(result.videos),
             "videos_cached": sum(bool(v["cached"]) for v in result.videos),

@@ -37,6 +37,7 @@ COUNT_SCHEMA = described(
             pa.field("n_video_tokens", pa.int64(), nullable=False),
             pa.field("n_images", pa.int32(), nullable=False),
             pa.field("n_videos", pa.int32(), nullable=False),
+            pa.field("source_row", pa.int64()),
         ]
     ),
     {
@@ -49,6 +50,7 @@ COUNT_SCHEMA = described(
         "n_video_tokens": "video pad tokens from the frame plans in video_frames",
         "n_images": "image parts",
         "n_videos": "video parts",
+        "source_row": "the sample's first raw row: with the source it restores the source's order across shards",
     },
 )
 

@@ -308,14 +308,19 @@ class VideoFramesResult:
 
 
 def run_video_frames(
-    refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig(), log: Sink | None = None
+    refs: list[VideoRef],
+    out_dir: Path,
+    cfg: VideoFramesConfig = VideoFramesConfig(),
+    log: Sink | None = None,
+    frames_dir: Path | None = None,
 ) -> VideoFramesResult:
     """Sample every distinct (path, settings) once, in a process pool of ``cfg.workers``
     processes; write the tables. Each video decodes with its share of the host's cores
     (``decode_threads(videos at once)``: ffmpeg threads and resize threads), so a single video
     gets the whole host and many videos do not oversubscribe it. ``log`` gets the progress
-    lines (videos done, rate, ETA)."""
-    frames_dir = out_dir / "frames"
+    lines (videos done, rate, ETA). ``frames_dir`` (default ``out_dir/frames``) may be shared by
+    several shards' runs: files are named by content key and written atomically."""
+    frames_dir = frames_dir or out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[tuple[str, VideoSamplingConfig], None] = {}
     for r in refs:
