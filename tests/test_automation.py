@@ -1,5 +1,6 @@
 """Nightly refresh and automation: a refresh that fetched the same content requests nothing
-downstream; a changed source requests its ChatML and what depends on it, and nothing else."""
+downstream; a changed source requests its ChatML shards and what depends on them, and nothing
+else (no shard of another source)."""
 
 import datetime
 
@@ -7,6 +8,7 @@ import dagster as dg
 import pytest
 
 from assets.defs.keys import EVAL_GROUP, PACKING_GROUP, TRAINING_GROUP, chatml_key, raw_key
+from assets.defs.partitions import SHARD_KEYS
 from assets.defs.resources import DataStore, SourceHub
 from assets.sources.registry import SOURCES
 from pipelines.automation import AUTOMATION_SENSOR_NAME, condition_for
@@ -28,30 +30,57 @@ def _requested(result) -> set[str]:
 
 
 def _materialize(keys, instance, store, seed=0):
-    """Run ``keys`` for real (the hub's seed draws another embedded sample, i.e. new content)."""
-    job = build_definitions({"store": store, "hub": SourceHub(seed=seed)}).resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=instance, asset_selection=keys)
-    assert result.success
-    return {
-        e.event_specific_data.materialization.asset_key: e.event_specific_data.materialization.tags[DATA_VERSION_TAG]
-        for e in result.get_asset_materialization_events()
-    }
+    """Run ``keys`` for real (the hub's seed draws another embedded sample, i.e. new content):
+    unpartitioned keys in one run, sharded keys once per shard. Returns key -> data version
+    (sharded: key -> {shard: data version})."""
+    defs = build_definitions({"store": store, "hub": SourceHub(seed=seed)})
+    graph = defs.resolve_asset_graph()
+    versions: dict = {}
+    plain = [k for k in keys if graph.get(k).partitions_def is None]
+    sharded = [k for k in keys if graph.get(k).partitions_def is not None]
+    runs = ([(plain, None)] if plain else []) + [(sharded, shard) for shard in (SHARD_KEYS if sharded else [])]
+    for selection, shard in runs:
+        job = defs.resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(instance=instance, asset_selection=selection, partition_key=shard)
+        assert result.success
+        for e in result.get_asset_materialization_events():
+            mat = e.event_specific_data.materialization
+            if shard is None:
+                versions[mat.asset_key] = mat.tags[DATA_VERSION_TAG]
+            else:
+                versions.setdefault(mat.asset_key, {})[shard] = mat.tags[DATA_VERSION_TAG]
+    return versions
+
+
+def _report_everything(defs, instance, skip=()):
+    """A runless materialisation with a data version for every partition of every asset but ``skip``."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        if key in skip:
+            continue
+        partitions = graph.get(key).partitions_def
+        for p in partitions.get_partition_keys() if partitions else [None]:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(key, partition=p, tags={DATA_VERSION_TAG: f"{key.to_user_string()}@1"})
+            )
+
+
+def _shards(result, key) -> set[str]:
+    return set(result.get_requested_partitions(key)) if result.get_num_requested(key) else set()
 
 
 @pytest.fixture
 def refreshed(tmp_path):
     """An instance where the whole graph has been materialised once: ``raw/longalpaca`` and
-    ``chatml/longalpaca`` for real, every other asset reported (runless) with a data version."""
+    ``chatml/longalpaca`` (every shard) for real, every other asset (every partition) reported
+    (runless) with a data version."""
     store = DataStore(root=str(tmp_path / "data"))
     defs = build_definitions({"store": store, "hub": SourceHub()})
     with dg.instance_for_test() as instance:
         real = [raw_key(SOURCE), chatml_key(SOURCE)]
         versions = _materialize(real, instance, store)
-        for key in defs.resolve_asset_graph().get_all_asset_keys():
-            if key not in real:
-                instance.report_runless_asset_event(
-                    dg.AssetMaterialization(key, tags={DATA_VERSION_TAG: f"{key.to_user_string()}@1"})
-                )
+        assert set(versions[chatml_key(SOURCE)]) == set(SHARD_KEYS)
+        _report_everything(defs, instance, skip=real)
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0, _requested(first)  # nothing missing, nothing changed yet
         yield defs, instance, store, versions, first.cursor
@@ -99,7 +128,11 @@ def test_changed_content_requests_chatml_and_what_depends_on_it(refreshed):
     assert changed[raw_key(SOURCE)] != versions[raw_key(SOURCE)]
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     assert _requested(result) == {f"chatml/{SOURCE}", "token_counts"}
-    assert result.get_num_requested(chatml_key(SOURCE)) == 1
+    # Every shard of the changed source (raw is one table), and of the counts (each shard counts
+    # every source's samples of that shard); no shard of any other source.
+    assert _shards(result, chatml_key(SOURCE)) == set(SHARD_KEYS)
+    assert _shards(result, TOKEN_COUNTS) == set(SHARD_KEYS)
+    assert not any(_shards(result, chatml_key(s.name)) for s in SOURCES if s.name != SOURCE)
     # Handled: the next tick does not request it again.
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0, _requested(result)
@@ -110,11 +143,13 @@ def test_changed_video_source_reaches_frames_and_counts(refreshed):
     instance.report_runless_asset_event(dg.AssetMaterialization(raw_key(VIDEO_SOURCE), tags={DATA_VERSION_TAG: "new"}))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     assert _requested(result) == {f"chatml/{VIDEO_SOURCE}", "video_frames", "token_counts"}
+    assert _shards(result, VIDEO_FRAMES) == _shards(result, chatml_key(VIDEO_SOURCE)) == set(SHARD_KEYS)
     # Same version reported again (a refresh that found the same content): nothing.
     instance.report_runless_asset_event(dg.AssetMaterialization(raw_key(VIDEO_SOURCE), tags={DATA_VERSION_TAG: "new"}))
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(chatml_key(VIDEO_SOURCE), tags={DATA_VERSION_TAG: f"chatml/{VIDEO_SOURCE}@1"})
-    )
+    for shard in SHARD_KEYS:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(chatml_key(VIDEO_SOURCE), partition=shard, tags={DATA_VERSION_TAG: f"chatml/{VIDEO_SOURCE}@1"})
+        )
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0, _requested(result)
 
@@ -258,3 +293,24 @@ def test_raw_sources_carry_the_refresh_freshness_policy():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert (node.freshness_policy == policy) == (key.path[0] == "raw"), key
+
+
+def test_one_changed_shard_requests_that_shard_downstream_and_every_stage(refreshed):
+    """A shard is the unit of recomputation: a new version of one ChatML shard requests the token
+    counts of that shard only; packing, which reads every shard, then re-packs every stage."""
+    defs, instance, _, _, cursor = refreshed
+    changed = SHARD_KEYS[1]
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(chatml_key(SOURCE), partition=changed, tags={DATA_VERSION_TAG: "other content"})
+    )
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert _shards(result, TOKEN_COUNTS) == {changed}
+    assert _requested(result) - {"packed", "etvlm_mixture"} == {"token_counts"}
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(TOKEN_COUNTS, partition=changed, tags={DATA_VERSION_TAG: "recounted"})
+    )
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    from assets.defs.partitions import STAGES
+
+    assert _shards(result, dg.AssetKey("packed")) == set(STAGES)
+    assert result.get_num_requested(TOKEN_COUNTS) == 0

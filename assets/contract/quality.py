@@ -4,6 +4,12 @@ Quarantining a bad record is right; quarantining most of a source for one reason
 upstream (a JSON-quoted path column, a media layout that matches nothing, a decoder that
 cannot open any video) that would otherwise pass with green checks. So a stage fails its
 ``no_mass_rejection`` check when one reason takes more than ``max_share`` of a source.
+
+A sharded stage judges each shard (docs/shards.md). A share of a handful of records says
+nothing (one malformed row of the one row a small source put in a shard is "100%"), so the
+share is taken of at least ``min_total`` records (``DEFAULT_MIN_RECORDS``): at real scale a
+shard holds thousands and the floor never applies; a systematic failure still fails every
+shard big enough to tell.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 DEFAULT_MAX_REASON_SHARE = 0.5
+DEFAULT_MIN_RECORDS = 10
 
 
 @dataclass(frozen=True)
@@ -20,26 +27,31 @@ class MassRejection:
     reason: str
     lost: int
     total: int
+    floor: int = 1
 
     @property
     def share(self) -> float:
-        return self.lost / self.total if self.total else 0.0
+        return self.lost / max(self.total, self.floor) if self.total else 0.0
 
     def describe(self) -> str:
-        return f"{self.source}: {self.lost} of {self.total} ({self.share:.0%}) lost to {self.reason}"
+        of = f"{self.total}" if self.total >= self.floor else f"{self.total} (judged as {self.floor})"
+        return f"{self.source}: {self.lost} of {of} ({self.share:.0%}) lost to {self.reason}"
 
 
 def mass_rejections(
-    lost: Mapping[tuple[str, str], int], totals: Mapping[str, int], max_share: float = DEFAULT_MAX_REASON_SHARE
+    lost: Mapping[tuple[str, str], int],
+    totals: Mapping[str, int],
+    max_share: float = DEFAULT_MAX_REASON_SHARE,
+    min_total: int = 1,
 ) -> list[MassRejection]:
     """Every (source, reason) whose count of lost rows is over ``max_share`` of the source's
-    ``totals``; ``lost`` maps (source, reason) -> rows lost to it."""
+    ``totals`` (taken as at least ``min_total``); ``lost`` maps (source, reason) -> rows lost to it."""
     if not 0.0 <= max_share <= 1.0:
         raise ValueError(f"max_share must be in [0, 1], got {max_share}")
     out = [
-        MassRejection(source, reason, n, totals.get(source, 0))
+        MassRejection(source, reason, n, totals.get(source, 0), max(1, min_total))
         for (source, reason), n in sorted(lost.items())
-        if totals.get(source, 0) and n / totals[source] > max_share
+        if totals.get(source, 0) and n / max(totals[source], min_total, 1) > max_share
     ]
     return sorted(out, key=lambda m: -m.share)
 

@@ -52,7 +52,8 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
             dg.AssetCheckSpec("no_special_tokens", asset=key, blocking=True,
                               description="no special token left in any text part"),
             dg.AssetCheckSpec("no_mass_rejection", asset=key, blocking=True,
-                              description="no single reason takes more than quality.max_reason_share of the source's records"),
+                              description="no single reason takes more than quality.max_reason_share of the shard's records "
+                              "(of at least quality.min_records)"),
         ],
     )
     def _chatml(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
@@ -65,7 +66,7 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                               log=context.log.info, shard=shard, media_dir=store.stage_dir("chatml", spec.name) / "media")
         ok, detail = accounting(result)
         total = records_in(result)
-        mass = mass_rejections(count_lost(r.to_row() for r in result.rejections), {spec.name: total}, quality.max_reason_share)
+        mass = mass_rejections(count_lost(r.to_row() for r in result.rejections), {spec.name: total}, quality.max_reason_share, quality.min_records)
         leaked = {
             c.sample_id: tokens
             for c in result.conversations

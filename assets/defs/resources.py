@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 
 from assets.contract.layout import DataLayout
-from assets.contract.quality import DEFAULT_MAX_REASON_SHARE
+from assets.contract.quality import DEFAULT_MAX_REASON_SHARE, DEFAULT_MIN_RECORDS
 from assets.sources.hub import HubSettings, parse_hub_ids
 
 
@@ -62,21 +62,24 @@ class QualityPolicy(dg.ConfigurableResource):
     ``max_reason_share``: the ``no_mass_rejection`` checks fail when one reason takes more than
     this share of a source. ``exclude_sources``: sources that the downstream stages (video
     frames, token counts) leave out on purpose; any other source whose ChatML is missing or
-    failed its guards stops them with an error, so a gap is never silent."""
+    failed its guards stops them with an error, so a gap is never silent. ``min_records``: a
+    shard's share is taken of at least this many records (``assets/contract/quality.py``)."""
 
     max_reason_share: float = DEFAULT_MAX_REASON_SHARE
+    min_records: int = DEFAULT_MIN_RECORDS
     exclude_sources: list[str] = []
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: ``GIRAFFE_DATA_ROOT``, ``GIRAFFE_SOURCES_MODE``,
     ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI),
-    ``GIRAFFE_MAX_REASON_SHARE``, ``GIRAFFE_EXCLUDE_SOURCES`` (comma-separated) and
+    ``GIRAFFE_MAX_REASON_SHARE``, ``GIRAFFE_MIN_RECORDS``, ``GIRAFFE_EXCLUDE_SOURCES`` (comma-separated) and
     ``GIRAFFE_HUB_IDS`` (``name=org/repo,...``). ``HF_TOKEN`` is needed for gated sets:
     LongVideoBench and ShareGPT-4o (accept their terms on the hub first).
     ``pipes_subprocess_client`` launches the training job (``assets/defs/checkpoint.py``)."""
     max_rows = os.environ.get("GIRAFFE_MAX_ROWS")
     share = os.environ.get("GIRAFFE_MAX_REASON_SHARE")
+    floor = os.environ.get("GIRAFFE_MIN_RECORDS")
     excluded = [s.strip() for s in os.environ.get("GIRAFFE_EXCLUDE_SOURCES", "").split(",") if s.strip()]
     return {
         "store": DataStore(root=os.environ.get("GIRAFFE_DATA_ROOT", str(Path.cwd() / "data"))),
@@ -87,7 +90,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             hub_ids=dict(parse_hub_ids(os.environ.get("GIRAFFE_HUB_IDS"))),
         ),
         "quality": QualityPolicy(
-            max_reason_share=float(share) if share else DEFAULT_MAX_REASON_SHARE, exclude_sources=excluded
+            max_reason_share=float(share) if share else DEFAULT_MAX_REASON_SHARE, exclude_sources=excluded,
+            min_records=int(floor) if floor else DEFAULT_MIN_RECORDS,
         ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -104,7 +104,7 @@ def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy,
     schema = COUNT_SCHEMA.with_metadata({**(COUNT_SCHEMA.metadata or {}), SOURCES_META: json.dumps(sources).encode()})
     write_parquet(pa.Table.from_pylist(counts, schema=schema), out / "token_counts.parquet")
     write_parquet(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
-    mass = mass_rejections(count_lost(rejected, raw_rows=False), per_source, quality.max_reason_share)
+    mass = mass_rejections(count_lost(rejected, raw_rows=False), per_source, quality.max_reason_share, quality.min_records)
     if inputs.excluded:
         context.log.warning(f"token_counts leaves out {inputs.excluded_md()} (quality.exclude_sources)")
     reasons: dict[str, int] = {}

@@ -163,7 +163,7 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
     parts_by_source: dict[str, int] = {}
     for r in refs:
         parts_by_source[r.source] = parts_by_source.get(r.source, 0) + 1
-    mass = mass_rejections(count_lost(result.rejected, raw_rows=False), parts_by_source, quality.max_reason_share)
+    mass = mass_rejections(count_lost(result.rejected, raw_rows=False), parts_by_source, quality.max_reason_share, quality.min_records)
     if inputs.excluded:
         context.log.warning(f"video_frames leaves out {inputs.excluded_md()} (quality.exclude_sources)")
     context.log.info(f"shard {shard.key}: {len(refs)} video parts, {len(result.videos)} videos in {duration(seconds)}: {len(ok)} ok "
