@@ -45,6 +45,9 @@ shard_data = dg.define_asset_job(
     selection=dg.AssetSelection.groups(*SHARD_GROUPS),
     description="One shard of the sample-level stages: every source's ChatML, the video frames and the token "
     "counts of the samples that hash to it. A backfill of all shards spreads them over runs (and workers).",
+    # One process per shard run: the parallelism is across shards (runs, workers, hosts) and inside a
+    # step (its process pool), not a process per step that would load the code location again each time.
+    executor_def=dg.in_process_executor,
 )
 stage_data = dg.define_asset_job(
     "stage_data",

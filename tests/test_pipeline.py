@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.defs.partitions import SHARD_KEYS
 from assets.sources.registry import SOURCES
 
 # `giraffe demo` printed 448 lines before the console was quieted (issue 14), 166 after. What it prints now
@@ -27,6 +28,16 @@ def test_definitions_load_with_every_source_asset_and_checks():
 # `demo_run` (conftest.py, session scope): `giraffe demo` once, shared with test_ui.py.
 
 
+def shard_metadata(instance, key: dg.AssetKey) -> dict[str, dict]:
+    """Shard key -> the metadata of that partition's latest materialisation."""
+    out = {}
+    for shard in SHARD_KEYS:
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[shard]), limit=1).records
+        assert records, (key, shard)
+        out[shard] = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    return out
+
+
 def test_demo_materialises_every_asset_and_passes_checks(demo_run, capsys):
     code, instance, data = demo_run
     assert code == 0
@@ -34,10 +45,14 @@ def test_demo_materialises_every_asset_and_passes_checks(demo_run, capsys):
         for stage in ("raw", "chatml"):
             event = instance.get_latest_materialization_event(dg.AssetKey([stage, spec.name]))
             assert event is not None, (stage, spec.name)
-        md = instance.get_latest_materialization_event(dg.AssetKey(["chatml", spec.name])).asset_materialization.metadata
-        assert md["rows_in"].value == md["conversations"].value + md["rejected"].value or spec.group_size > 1
+        # every shard, each accounting for its own raw rows; together they hold the whole source
+        assert instance.get_materialized_partitions(dg.AssetKey(["chatml", spec.name])) == set(SHARD_KEYS)
+        shards = shard_metadata(instance, dg.AssetKey(["chatml", spec.name]))
+        for md in shards.values():
+            assert md["rows_in"] == md["conversations"] + md["rejected"] or spec.group_size > 1
         raw_md = instance.get_latest_materialization_event(dg.AssetKey(["raw", spec.name])).asset_materialization.metadata
         assert raw_md["mode"].value == "embedded"
+        assert sum(md["rows_in"] for md in shards.values()) == raw_md["dagster/row_count"].value
         for check in ("no_sample_lost", "no_special_tokens"):
             evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
                 [dg.AssetCheckKey(dg.AssetKey(["chatml", spec.name]), check)]
@@ -52,12 +67,13 @@ def test_chatml_parquet_reads_with_datasets_and_polars(demo_run):
     import polars as pl
 
     _, _, data = demo_run
-    path = data / "chatml" / "llava_video" / "conversations.parquet"
-    ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    df = pl.read_parquet(path)
+    parts = sorted((data / "chatml" / "llava_video" / "shards").glob("*/conversations.parquet"))
+    assert [p.parent.name for p in parts] == SHARD_KEYS
+    ds = datasets.load_dataset("parquet", data_files=[str(p) for p in parts], split="train")
+    df = pl.read_parquet(parts)
     assert len(ds) == df.height == 8
     assert ds[0]["messages"][0]["content"][0]["type"] == "video"
-    rejected = pl.read_parquet(data / "chatml" / "llava_video" / "rejected.parquet")
+    rejected = pl.read_parquet([p.with_name("rejected.parquet") for p in parts])
     assert rejected["reason"].to_list() == ["missing_media"]
 
 
@@ -77,9 +93,10 @@ def test_demo_samples_videos_and_counts_every_sample(demo_run):
     import polars as pl
 
     code, instance, data = demo_run
-    md = instance.get_latest_materialization_event(dg.AssetKey(["video_frames"])).asset_materialization.metadata
-    assert md["frames_sampled"].value > 0 and md["videos_hybrid"].value == 2  # the two MLVU videos (> 512 frames)
-    assert "data:image/png;base64," in md["tokens_per_video"].value
+    shards = shard_metadata(instance, dg.AssetKey(["video_frames"]))
+    assert sum(md["frames_sampled"] for md in shards.values()) > 0
+    assert sum(md["videos_hybrid"] for md in shards.values()) == 2  # the two MLVU videos (> 512 frames)
+    assert any("data:image/png;base64," in md["tokens_per_video"] for md in shards.values())
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey(["video_frames"]), "frames_match_grids")]
     )
@@ -89,9 +106,11 @@ def test_demo_samples_videos_and_counts_every_sample(demo_run):
             [dg.AssetCheckKey(dg.AssetKey(["token_counts"]), name)]
         )
         assert next(iter(check.values())).status.value == "SUCCEEDED", name
-    counts = pl.read_parquet(data / "token_counts" / "token_counts.parquet")
-    rejected = pl.read_parquet(data / "token_counts" / "rejected.parquet")
-    conversations = sum(pl.read_parquet(data / "chatml" / s.name / "conversations.parquet").height for s in SOURCES)
+    shards = data / "token_counts" / "shards"
+    counts = pl.read_parquet([shards / k / "token_counts.parquet" for k in SHARD_KEYS])
+    rejected = pl.read_parquet([shards / k / "rejected.parquet" for k in SHARD_KEYS])
+    conversations = sum(pl.read_parquet(data / "chatml" / s.name / "shards" / k / "conversations.parquet").height
+                        for s in SOURCES for k in SHARD_KEYS)
     assert counts.height + rejected.height == conversations
     assert set(counts["category"]) == {"long_text", "short_image", "interleave", "video"}
     video = counts.filter(pl.col("category") == "video")
@@ -108,7 +127,7 @@ def test_demo_packs_and_mixes_every_stage_partition(demo_run):
 
     code, instance, data = demo_run
     assert code == 0
-    counts = pl.read_parquet(data / "token_counts" / "token_counts.parquet")
+    counts = pl.read_parquet([data / "token_counts" / "shards" / k / "token_counts.parquet" for k in SHARD_KEYS])
     for stage in STAGES:
         for key in (["packed"], ["etvlm_mixture"]):
             event = instance.get_latest_materialization_event(dg.AssetKey(key))
@@ -191,7 +210,12 @@ def test_demo_metadata_has_schemas_code_versions_and_readable_plots(demo_run):
     raw = {c.name: c.description for c in latest("raw", "mmdu").metadata["dagster/column_schema"].value.columns}
     assert raw["conversations"].startswith("turns [{from: human|gpt, value}]")
 
-    frames = latest("video_frames").metadata
+    # the shard with the most videos (each shard's step writes its own contact sheet)
+    frames = max(
+        (instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(["video_frames"]), asset_partitions=[k]),
+                                         limit=1).records[0].asset_materialization.metadata for k in SHARD_KEYS),
+        key=lambda md: md["videos"].value,
+    )
     assert [c.name for c in frames["dagster/column_schema"].value.columns][:3] == ["video_key", "frame", "frame_index"]
     assert frames["dagster/row_count"].value == frames["frames_sampled"].value  # rows are frames
     from assets.contract.markdown import MARKDOWN_IMAGE_BYTES
