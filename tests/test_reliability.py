@@ -25,6 +25,7 @@ from PIL import Image
 
 from assets.chatml.normalize import accounting, normalize_source, records_in, write_chatml
 from assets.contract.media import ImageVerifier, MediaResolver
+from assets.contract.shards import Shard
 from assets.sources.hub import HubSettings, SourceReadError, fetch_source
 from assets.sources.owned import NotOwnedError
 from assets.sources.registry import get_source
@@ -123,18 +124,31 @@ def test_mass_rejection_fails_a_blocking_check_naming_the_reason(tmp_path):
         (folder / "llava_instruct_150k.json").write_text(json.dumps(rows))
 
     spec = _spec_with_sample("llava_instruct", write)
-    resources = {"store": DataStore(root=str(tmp_path)), "hub": SourceHub(), "quality": QualityPolicy()}
-    result = dg.materialize([build_raw_asset(spec), build_chatml_asset(spec)], resources=resources, raise_on_error=False)
-    assert not result.success  # the blocking check stops the run
-    (check,) = [e.event_specific_data for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "no_mass_rejection"]
-    assert not check.passed and check.metadata["reason"].value == "missing_media"
-    assert check.metadata["worst"].value == "llava_instruct: 4 of 4 (100%) lost to missing_media"
-    status = json.loads((tmp_path / "chatml" / spec.name / "status.json").read_text())
-    assert status["guards"]["no_mass_rejection"] is False
+    resources = {"store": DataStore(root=str(tmp_path)), "hub": SourceHub(), "quality": QualityPolicy(min_records=1)}
+    assert dg.materialize([build_raw_asset(spec)], resources=resources).success
+    from assets.defs.partitions import SHARD_KEYS
+
+    sizes = {k: 0 for k in SHARD_KEYS}
+    for k in SHARD_KEYS:  # every shard: the ones with records fail, an empty one passes
+        result = dg.materialize([build_chatml_asset(spec)], partition_key=k, resources=resources, raise_on_error=False)
+        (check,) = [e.event_specific_data for e in result.all_events
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "no_mass_rejection"]
+        md = result.asset_materializations_for_node(f"chatml__{spec.name}")[0].metadata if result.success else None
+        status = json.loads((tmp_path / "chatml" / spec.name / "shards" / k / "status.json").read_text())
+        sizes[k] = status["records"]
+        if sizes[k]:
+            assert not result.success  # the blocking check stops the run
+            assert not check.passed and check.metadata["reason"].value == "missing_media"
+            n = sizes[k]
+            assert check.metadata["worst"].value == f"llava_instruct: {n} of {n} (100%) lost to missing_media"
+            assert status["guards"]["no_mass_rejection"] is False
+        else:
+            assert check.passed and md["rows_in"].value == 0
+    assert sum(sizes.values()) == 4  # the shards hold the 4 records between them
     # the share is configurable: with everything allowed the same source passes
     resources["quality"] = QualityPolicy(max_reason_share=1.0)
-    assert dg.materialize([build_chatml_asset(spec)], resources=resources, raise_on_error=False).success
+    busiest = max(sizes, key=sizes.get)
+    assert dg.materialize([build_chatml_asset(spec)], partition_key=busiest, resources=resources, raise_on_error=False).success
 
 
 def test_mass_rejection_rule():
@@ -148,31 +162,46 @@ def test_mass_rejection_rule():
     assert len(mass_rejections(lost, {"a": 5, "b": 2}, 0.2)) == 2
 
 
-def _video_chatml(root: Path, source: str, paths: list[str], guards_ok: bool = True) -> None:
+def _video_chatml(root: Path, source: str, paths: list[str], guards_ok: bool = True) -> dict[str, int]:
+    """A video source's ChatML as the sharded chatml asset writes it (every shard's folder);
+    returns shard key -> samples in it."""
     from assets.contract.conversation import CONVERSATION_SCHEMA, Conversation, text_part, video_part
+    from assets.defs.partitions import SHARD_KEYS, SHARDS
 
     convs = [Conversation(f"s{i}", source, "video", [
         {"role": "user", "content": [video_part(p), text_part("What happens?")]},
         {"role": "assistant", "content": [text_part("Something.")]}], [i]).to_row() for i, p in enumerate(paths)]
-    out = root / "chatml" / source
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(convs, schema=CONVERSATION_SCHEMA), out / "conversations.parquet")
-    guards = {"no_sample_lost": True, "no_special_tokens": True, "no_mass_rejection": guards_ok}
-    (out / "status.json").write_text(json.dumps({"conversations": len(convs), "records": len(convs), "guards": guards}))
+    sizes = {}
+    for key in SHARD_KEYS:
+        out = root / "chatml" / source / "shards" / key
+        out.mkdir(parents=True, exist_ok=True)
+        mine = [c for c in convs if Shard.from_key(key, SHARDS).contains(c["sample_id"])]
+        sizes[key] = len(mine)
+        pq.write_table(pa.Table.from_pylist(mine, schema=CONVERSATION_SCHEMA), out / "conversations.parquet")
+        guards = {"no_sample_lost": True, "no_special_tokens": True, "no_mass_rejection": guards_ok}
+        (out / "status.json").write_text(json.dumps({"conversations": len(mine), "records": len(mine), "guards": guards}))
+    return sizes
 
 
 def test_video_frames_fails_when_most_videos_of_a_source_are_rejected(tmp_path):
     from assets.defs.resources import DataStore, QualityPolicy
     from assets.defs.video import build_video_frames
 
-    for name in ("a.mp4", "b.mp4", "c.mp4"):
+    names = [f"{c}.mp4" for c in "abcdefghijkl"]
+    for name in names:
         (tmp_path / name).write_bytes(b"")
-    _video_chatml(tmp_path, "vids", [str(tmp_path / n) for n in ("a.mp4", "b.mp4", "c.mp4")])
-    result = dg.materialize([build_video_frames(["vids"])], resources={"store": DataStore(root=str(tmp_path)), "quality": QualityPolicy()},
-                            raise_on_error=False)
+    sizes = _video_chatml(tmp_path, "vids", [str(tmp_path / n) for n in names])
+    shard, n = max(sizes.items(), key=lambda kv: kv[1])
+    resources = {"store": DataStore(root=str(tmp_path)), "quality": QualityPolicy(min_records=1)}
+    result = dg.materialize([build_video_frames(["vids"])], partition_key=shard, resources=resources, raise_on_error=False)
     checks = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert not checks["no_mass_rejection"].passed and not result.success
-    assert checks["no_mass_rejection"].metadata["worst"].value == "vids: 3 of 3 (100%) lost to empty_file"
+    assert checks["no_mass_rejection"].metadata["worst"].value == f"vids: {n} of {n} (100%) lost to empty_file"
+    # the default floor (quality.min_records = 10): a shard of a few parts is judged as 10
+    result = dg.materialize([build_video_frames(["vids"])], partition_key=shard,
+                            resources={**resources, "quality": QualityPolicy()}, raise_on_error=False)
+    checks = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks["no_mass_rejection"].passed == (n <= 5)
 
 
 # ----------------------------------------------------------------- 3. nothing accepted crashes training
@@ -324,12 +353,13 @@ def test_video_frames_refuses_a_missing_or_failed_source_unless_excluded(tmp_pat
     _video_chatml(tmp_path, "failed", [], guards_ok=False)
     asset = build_video_frames(["present", "failed", "absent"])
     store = DataStore(root=str(tmp_path))
-    result = dg.materialize([asset], resources={"store": store, "quality": QualityPolicy()}, raise_on_error=False)
+    result = dg.materialize([asset], partition_key="01", resources={"store": store, "quality": QualityPolicy()}, raise_on_error=False)
     assert not result.success
     (failure,) = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "chatml/failed: its guard check(s) no_mass_rejection failed" in failure.message
-    assert "chatml/absent: not materialised" in failure.message and "chatml/present" not in failure.message
-    ok = dg.materialize([asset], resources={"store": store, "quality": QualityPolicy(exclude_sources=["failed", "absent"])})
+    assert "chatml/failed shard 01: its guard check(s) no_mass_rejection failed" in failure.message
+    assert "chatml/absent shard 01: not materialised" in failure.message and "chatml/present" not in failure.message
+    ok = dg.materialize([asset], partition_key="01",
+                        resources={"store": store, "quality": QualityPolicy(exclude_sources=["failed", "absent"])})
     md = ok.asset_materializations_for_node("video_frames")[0].metadata
     assert md["excluded_sources"].value == "failed, absent" and md["sources"].value == "present"
 
@@ -337,8 +367,8 @@ def test_video_frames_refuses_a_missing_or_failed_source_unless_excluded(tmp_pat
 def test_a_torn_chatml_output_is_not_trusted(tmp_path):
     from assets.defs.chatml import chatml_problem
 
-    _video_chatml(tmp_path, "s", [str(tmp_path / "v.mp4")])
-    folder = tmp_path / "chatml" / "s"
+    sizes = _video_chatml(tmp_path, "s", [str(tmp_path / "v.mp4")])
+    folder = tmp_path / "chatml" / "s" / "shards" / next(k for k, n in sizes.items() if n)
     assert chatml_problem(folder) is None
     data = (folder / "conversations.parquet").read_bytes()
     (folder / "conversations.parquet").write_bytes(data[: len(data) // 2])
