@@ -15,12 +15,18 @@ import yaml
 from PIL import Image
 
 from assets.chatml.normalize import write_chatml
+from assets.defs.partitions import SHARD_KEYS
 from assets.sources.declared import DeclarationError, load_declarations
 from assets.sources.hub import HubSettings, fetch_source
 from assets.sources.registry import SOURCES
 from pipelines.cli import main
 
 LF_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+
+
+def _rows(folder, table: str) -> list[dict]:
+    """Every shard's rows of ``folder/shards/<k>/<table>.parquet``, in shard order."""
+    return [r for k in SHARD_KEYS for r in pq.read_table(folder / "shards" / k / f"{table}.parquet").to_pylist()]
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -102,33 +108,36 @@ def test_declared_lf_datasets_flow_into_the_mixture_and_the_folder_is_untouched(
     quality = QualityPolicy(exclude_sources=[s.name for s in SOURCES])  # only the declared data, said so
     defs = build_definitions({"store": store, "hub": SourceHub(), "quality": quality})
     names = ["mllm_demo", "mllm_video_demo"]
-    keys = [dg.AssetKey([stage, n]) for n in names for stage in ("raw", "chatml")]
-    keys += [dg.AssetKey(["model", "base"]), dg.AssetKey(["video_frames"]), dg.AssetKey(["token_counts"])]
+    upstream = [dg.AssetKey(["raw", n]) for n in names] + [dg.AssetKey(["model", "base"])]
+    sharded = [dg.AssetKey(["chatml", n]) for n in names] + [dg.AssetKey(["video_frames"]), dg.AssetKey(["token_counts"])]
     job = defs.resolve_implicit_global_asset_job_def()
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(
-            instance=instance, asset_selection=keys,
+            instance=instance, asset_selection=upstream,
             run_config={"ops": {"model__base": {"config": {"tokenizer_documents": 120}}}},
         )
         assert result.success
         lineage = defs.resolve_asset_graph()
         assert dg.AssetKey(["chatml", "mllm_video_demo"]) in lineage.get(dg.AssetKey(["video_frames"])).parent_keys
         assert dg.AssetKey(["chatml", "mllm_demo"]) in lineage.get(dg.AssetKey(["token_counts"])).parent_keys
-        checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        assert checks and all(c.passed for c in checks), [(c.asset_key, c.check_name) for c in checks if not c.passed]
-        md = result.asset_materializations_for_node("token_counts")[0].metadata
-        assert md["sources"].value == "mllm_demo, mllm_video_demo"
+        for shard in SHARD_KEYS:
+            result = job.execute_in_process(instance=instance, asset_selection=sharded, partition_key=shard)
+            assert result.success, shard
+            checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+            assert checks and all(c.passed for c in checks), [(c.asset_key, c.check_name) for c in checks if not c.passed]
+            md = result.asset_materializations_for_node("token_counts")[0].metadata
+            assert md["sources"].value == "mllm_demo, mllm_video_demo"
         mix = dg.materialize([packed, etvlm_mixture], partition_key="8k", resources={"store": store}, instance=instance)
         assert mix.success
     data = tmp_path / "data"
-    rejected = pq.read_table(data / "chatml" / "mllm_demo" / "rejected.parquet").to_pylist()
+    rejected = _rows(data / "chatml" / "mllm_demo", "rejected")
     assert [(r["reason"], r["source_rows"]) for r in rejected] == [("media_outside_root", [5])]
-    videos = pq.read_table(data / "video_frames" / "videos.parquet").to_pylist()
+    videos = _rows(data / "video_frames", "videos")
     assert sorted(v["n_frames"] for v in videos if v["status"] == "ok") == [4, 6]
     mixture = pq.read_table(data / "etvlm_mixture" / "8k" / "mixture.parquet").to_pylist()
     assert {src for row in mixture for src in row["sources"]} == set(names)
     assert {row["category"] for row in mixture} == {"short_image", "video"}
-    counted = {r["sample_id"] for r in pq.read_table(data / "token_counts" / "token_counts.parquet").to_pylist()}
+    counted = {r["sample_id"] for r in _rows(data / "token_counts", "token_counts")}
     assert len(counted) == 7 and {s for row in mixture for s in row["sample_ids"]} == counted
     assert digest(root) == before  # byte-identical, nothing added
 
@@ -168,8 +177,9 @@ def test_demo_ingest_sources_ingests_declared_datasets(llamafactory, fetched, da
     assert any(line.split()[:2] == ["raw/*", "13"] for line in out.splitlines()), out
     assert any(line.split()[:2] == ["chatml/*", "13"] for line in out.splitlines()), out
     for name in ("mllm_demo", "mllm_video_demo", "mmdu"):
-        assert (data_root / "chatml" / name / "conversations.parquet").is_file()
-    assert pq.read_metadata(data_root / "chatml" / "mllm_video_demo" / "conversations.parquet").num_rows == 2
+        for shard in SHARD_KEYS:
+            assert (data_root / "chatml" / name / "shards" / shard / "conversations.parquet").is_file()
+    assert len(_rows(data_root / "chatml" / "mllm_video_demo", "conversations")) == 2
     assert digest(root) == before
 
 
