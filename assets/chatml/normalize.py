@@ -22,8 +22,6 @@ from assets.contract.conversation import (
 )
 from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
 from assets.contract.progress import Progress, Sink
-from assets.sources.hub import read_manifest
-from assets.sources.records import read_rows
 
 if TYPE_CHECKING:
     from assets.sources.registry import SourceSpec
@@ -176,22 +174,19 @@ def records_in(result: NormalizeResult) -> int:
 
 
 def write_chatml(
-    spec: SourceSpec, raw_dir: Path, out_dir: Path, verdict_cache: Path | None = None, log: Sink | None = None
+    spec: SourceSpec, raw_dir: Path, out_dir: Path, verdict_cache: Path | None = None, log: Sink | None = None,
+    workers: int | None = 1,
 ) -> NormalizeResult:
-    """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``
-    (which also holds the records the raw stage could not decode). ``verdict_cache`` keeps the
-    images' full-decode verdicts for the next runs (``DataLayout.image_verdicts``)."""
+    """``assets.chatml.stage.run_chatml`` (streamed, the asset's path), with the written tables
+    read back as a ``NormalizeResult``: for small sources and tests, which look at every
+    conversation. ``verdict_cache`` keeps the images' full-decode verdicts for the next runs."""
     import pyarrow.parquet as pq
 
-    manifest = read_manifest(raw_dir)
-    rows = read_rows(manifest["data_path"])
-    verifier = ImageVerifier(verdict_cache)
-    media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media", verifier)
-    result = normalize_source(spec, rows, media, log)
-    bad_path = raw_dir / "undecodable.parquet"
-    if bad_path.is_file():
-        result.rejections += [Rejection(**r) for r in pq.read_table(bad_path).to_pylist()]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(result.conversation_table(), out_dir / "conversations.parquet")
-    write_parquet(result.rejected_table(), out_dir / "rejected.parquet")
+    from assets.chatml.stage import run_chatml
+
+    summary = run_chatml(spec, raw_dir, out_dir, verdict_cache, workers=workers, log=log)
+    result = NormalizeResult(rows_in=summary.rows_in)
+    for r in pq.read_table(out_dir / "conversations.parquet").to_pylist():
+        result.conversations.append(Conversation(r["sample_id"], r["source"], r["category"], r["messages"], r["source_rows"]))
+    result.rejections = [Rejection(**r) for r in pq.read_table(out_dir / "rejected.parquet").to_pylist()]
     return result

@@ -125,6 +125,13 @@ def make_sample_id(source: str, record: Any) -> str:
     return digest[:20]
 
 
+def sample_id_and_json(source: str, record: Any) -> tuple[str, str]:
+    """``make_sample_id`` and the record's canonical JSON from one serialisation (a rejection
+    stores that JSON; an M3IT record with its base64 image is costly to serialise twice)."""
+    text = canonical_json(record)
+    return hashlib.sha256(f"{source}\x00{text}".encode()).hexdigest()[:20], text
+
+
 @dataclass
 class Conversation:
     sample_id: str
