@@ -7,10 +7,8 @@ conversation must pass whatever its source, so a new source inherits them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assets.contract.atomic import write_parquet
 from assets.contract.cleaning import clean_text
 from assets.contract.conversation import (
     ROLES,
@@ -20,7 +18,7 @@ from assets.contract.conversation import (
     canonical_json,
     make_sample_id,
 )
-from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
+from assets.contract.media import MediaResolver, RejectRow
 from assets.contract.progress import Progress, Sink
 
 if TYPE_CHECKING:
@@ -171,22 +169,3 @@ def accounting(result: NormalizeResult) -> tuple[bool, str]:
 def records_in(result: NormalizeResult) -> int:
     """Records the source held: decoded rows plus the records the raw stage could not decode."""
     return result.rows_in + sum(r.stage == "raw" for r in result.rejections)
-
-
-def write_chatml(
-    spec: SourceSpec, raw_dir: Path, out_dir: Path, verdict_cache: Path | None = None, log: Sink | None = None,
-    workers: int | None = 1,
-) -> NormalizeResult:
-    """``assets.chatml.stage.run_chatml`` (streamed, the asset's path), with the written tables
-    read back as a ``NormalizeResult``: for small sources and tests, which look at every
-    conversation. ``verdict_cache`` keeps the images' full-decode verdicts for the next runs."""
-    import pyarrow.parquet as pq
-
-    from assets.chatml.stage import run_chatml
-
-    summary = run_chatml(spec, raw_dir, out_dir, verdict_cache, workers=workers, log=log)
-    result = NormalizeResult(rows_in=summary.rows_in)
-    for r in pq.read_table(out_dir / "conversations.parquet").to_pylist():
-        result.conversations.append(Conversation(r["sample_id"], r["source"], r["category"], r["messages"], r["source_rows"]))
-    result.rejections = [Rejection(**r) for r in pq.read_table(out_dir / "rejected.parquet").to_pylist()]
-    return result

@@ -29,7 +29,14 @@ import pyarrow.parquet as pq
 
 from assets.contract.atomic import atomic_path
 from assets.contract.cleaning import special_tokens_left
-from assets.contract.conversation import CONVERSATION_SCHEMA, REJECTED_SCHEMA, Rejection, sample_id_and_json
+from assets.contract.conversation import (
+    CONVERSATION_SCHEMA,
+    REJECTED_SCHEMA,
+    Conversation,
+    NormalizeResult,
+    Rejection,
+    sample_id_and_json,
+)
 from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
 from assets.contract.pool import ordered_map, portable, resolve_workers, unportable
 from assets.contract.progress import Progress, Sink
@@ -132,8 +139,6 @@ def normalize_batch(task: tuple[int, pa.RecordBatch | pa.Table]) -> dict[str, An
     ``items`` = (sample_id, source_rows, conversation row index or None, rejection or None,
     record JSON for a duplicate's rejection)."""
     from assets.chatml.normalize import clean_messages, validate_messages
-    from assets.contract.conversation import Conversation
-
     start, batch = task
     spec, media, keep = _worker["spec"], _worker["media"], _worker["keep"]
     rows = decode_json_columns(batch.to_pylist(), _worker["json_cols"])
@@ -289,3 +294,18 @@ def _add_conversations(summary: ChatmlSummary, table: pa.Table) -> None:
     need = PREVIEW_ROWS - len(summary.preview)
     if need > 0:
         summary.preview += table.slice(0, need).select(["sample_id", "messages"]).to_pylist()
+
+
+def write_chatml(
+    spec: SourceSpec, raw_dir: Path, out_dir: Path, verdict_cache: Path | None = None, log: Sink | None = None,
+    workers: int | None = 1,
+) -> NormalizeResult:
+    """``assets.chatml.stage.run_chatml`` (streamed, the asset's path), with the written tables
+    read back as a ``NormalizeResult``: for small sources and tests, which look at every
+    conversation. ``verdict_cache`` keeps the images' full-decode verdicts for the next runs."""
+    summary = run_chatml(spec, raw_dir, out_dir, verdict_cache, workers=workers, log=log)
+    result = NormalizeResult(rows_in=summary.rows_in)
+    for r in pq.read_table(out_dir / "conversations.parquet").to_pylist():
+        result.conversations.append(Conversation(r["sample_id"], r["source"], r["category"], r["messages"], r["source_rows"]))
+    result.rejections = [Rejection(**r) for r in pq.read_table(out_dir / "rejected.parquet").to_pylist()]
+    return result
