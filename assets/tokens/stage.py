@@ -114,7 +114,7 @@ def run_token_counts(
     None or 0: every core."""
     batch_size = max(1, int(batch_size))
     rows_total = sum(pq.read_metadata(p).num_rows for p in inputs.values())
-    n_batches = sum(max(1, -(-pq.read_metadata(p).num_rows // batch_size)) for p in inputs.values())
+    n_batches = max(1, -(-rows_total // batch_size))  # a pool only pays off over several batches
     workers = max(1, min(resolve_workers(workers), n_batches))
     summary = TokenSummary(workers=workers, per_source=dict.fromkeys(inputs, 0))
     plans = video_plans(video_dir)
