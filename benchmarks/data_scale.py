@@ -322,6 +322,17 @@ def tiny_model(out: Path) -> Path:
     return target
 
 
+COLUMNS = ["source", "stage", "rows", "wall_s", "rows_per_s", "cpu_s", "cores", "peak_rss_mb", "out_mb", "load",
+           "workers", "ok", "text_tokens"]
+
+
+def table_md(files: list[Path]) -> str:
+    """The measured rows of ``files`` (JSON Lines) as one markdown table, in run order."""
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    return head + "".join("| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |\n" for r in rows)
+
+
 def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="/tmp/giraffe-data-scale")
@@ -333,12 +344,16 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--stages", default="raw,chatml,token_counts,tokenizer_batched,datasets_map,polars_chatml")
     ap.add_argument("--results", default=None, help="JSON Lines file the rows are appended to")
+    ap.add_argument("--table", nargs="+", default=None, help="print the markdown table of these results files")
     ap.add_argument("--child", nargs=2, metavar=("STAGE", "ARGS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         stage, args = a.child[0], json.loads(a.child[1])
         result = polars_chatml(args) if stage == "polars_chatml" else child(stage, args)
         print(json.dumps(result), flush=True)
+        return 0
+    if a.table:
+        print(table_md([Path(f) for f in a.table]), end="")
         return 0
     out = Path(a.out)
     model = tiny_model(out)
