@@ -49,7 +49,8 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def cmd_datasets_check(args: argparse.Namespace) -> int:
-    from assets.chatml.normalize import accounting, records_in, write_chatml
+    from assets.chatml.normalize import accounting, records_in
+    from assets.chatml.stage import write_chatml
     from assets.contract.chat_template import render_chatml
     from assets.sources.declared import DeclarationError, load_declarations
     from assets.sources.hub import HubSettings, fetch_source

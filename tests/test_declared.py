@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from assets.chatml.normalize import write_chatml
+from assets.chatml.stage import write_chatml
 from assets.defs.partitions import SHARD_KEYS
 from assets.sources.declared import DeclarationError, load_declarations
 from assets.sources.hub import HubSettings, fetch_source

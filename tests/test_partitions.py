@@ -43,36 +43,36 @@ def test_shards_of_a_source_partition_its_unsharded_chatml(tmp_path, source):
     """Every shard's conversations and rejections together are exactly the unsharded ones (same
     ids, same rows), each shard's no_sample_lost accounting holds, and each sample is in the
     shard its id hashes to (a grouped source, arxivqa_interleave, groups rows before hashing)."""
-    from assets.chatml.normalize import accounting, write_chatml
+    from assets.chatml.stage import run_chatml
     from assets.sources.hub import HubSettings, fetch_source
     from assets.sources.registry import get_source
 
     spec = get_source(source)
     raw = tmp_path / "raw" / source
     fetch_source(spec, HubSettings(), raw, tmp_path / "embedded")
-    whole = write_chatml(spec, raw, tmp_path / "whole", media_dir=tmp_path / "media")
+
+    def rows(folder, table):
+        return [json.dumps(r, sort_keys=True, default=str) for r in pq.read_table(folder / f"{table}.parquet").to_pylist()]
+
+    whole = run_chatml(spec, raw, tmp_path / "whole", workers=1, media_dir=tmp_path / "media")
     count = 3
-    conversations, rejections, rows_here = [], [], 0
+    conversations, rejections, rows_in = [], [], 0
     for i in range(count):
         shard = Shard(i, count)
-        part = write_chatml(spec, raw, tmp_path / "shards" / shard.key, shard=shard, media_dir=tmp_path / "media")
-        ok, detail = accounting(part)
+        folder = tmp_path / "shards" / shard.key
+        part = run_chatml(spec, raw, folder, workers=1, keep=shard.contains, media_dir=tmp_path / "media")
+        ok, detail = part.accounting()
         assert ok, detail
-        assert all(shard.contains(c.sample_id) for c in part.conversations)
-        assert all(shard.contains(r.sample_id) for r in part.rejections)
-        conversations += [c.to_row() for c in part.conversations]
-        rejections += [r.to_row() for r in part.rejections]
-        rows_here += part.rows_here
-        on_disk = pq.read_table(tmp_path / "shards" / shard.key / "conversations.parquet")
-        assert on_disk.num_rows == len(part.conversations)
-    assert rows_here == whole.rows_in
-
-    def key(r):
-        return json.dumps(r, sort_keys=True, default=str)
-
-    assert sorted(map(key, conversations)) == sorted(key(c.to_row()) for c in whole.conversations)
-    assert sorted(map(key, rejections)) == sorted(key(r.to_row()) for r in whole.rejections)
-    assert len(whole.conversations) > 0
+        for table in ("conversations", "rejected"):
+            assert all(shard.contains(json.loads(r)["sample_id"]) for r in rows(folder, table))
+        conversations += rows(folder, "conversations")
+        rejections += rows(folder, "rejected")
+        rows_in += part.rows_in
+        assert pq.read_metadata(folder / "conversations.parquet").num_rows == part.conversations
+    assert rows_in == whole.rows_in
+    assert sorted(conversations) == sorted(rows(tmp_path / "whole", "conversations"))
+    assert sorted(rejections) == sorted(rows(tmp_path / "whole", "rejected"))
+    assert whole.conversations > 0
 
 
 def test_merged_token_counts_restore_the_unsharded_order(tmp_path, monkeypatch):

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from assets.chatml.normalize import accounting, normalize_source, records_in, write_chatml
+from assets.chatml.normalize import accounting, normalize_source, records_in
+from assets.chatml.stage import write_chatml
 from assets.contract.media import ImageVerifier, MediaResolver
 from assets.contract.shards import Shard
 from assets.sources.hub import HubSettings, SourceReadError, fetch_source

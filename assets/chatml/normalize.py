@@ -7,10 +7,8 @@ conversation must pass whatever its source, so a new source inherits them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assets.contract.atomic import write_parquet
 from assets.contract.cleaning import clean_text
 from assets.contract.conversation import (
     ROLES,
@@ -20,11 +18,8 @@ from assets.contract.conversation import (
     canonical_json,
     make_sample_id,
 )
-from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
+from assets.contract.media import MediaResolver, RejectRow
 from assets.contract.progress import Progress, Sink
-from assets.contract.shards import Shard
-from assets.sources.hub import read_manifest
-from assets.sources.records import read_rows
 
 if TYPE_CHECKING:
     from assets.sources.registry import SourceSpec
@@ -110,21 +105,16 @@ def normalize_source(
     rows: Iterable[dict[str, Any]],
     media: MediaResolver,
     log: Sink | None = None,
-    shard: Shard | None = None,
 ) -> NormalizeResult:
     """Every raw row into a conversation or a rejection with its reason; ``log`` gets the
-    progress lines of a long source (rows done, rate, ETA). With ``shard``, only the records
-    whose sample_id hashes to it (the others' rows go to ``other_shards``, untouched)."""
+    progress lines of a long source (rows done, rate, ETA)."""
     rows = list(rows)
     result = NormalizeResult(rows_in=len(rows))
     seen: dict[str, list[int]] = {}
-    progress = Progress(f"chatml/{spec.name}" + (f"[{shard.key}]" if shard else ""), len(rows), log, unit="rows")
+    progress = Progress(f"chatml/{spec.name}", len(rows), log, unit="rows")
     for source_rows, record in iter_records(spec, rows):
         progress.update(len(source_rows))
         sample_id = make_sample_id(spec.name, record)
-        if shard is not None and not shard.contains(sample_id):
-            result.other_shards.update(source_rows)
-            continue
 
         def reject(reason: str, detail: str) -> None:
             result.rejections.append(
@@ -159,20 +149,18 @@ def accounting(result: NormalizeResult) -> tuple[bool, str]:
     for rows in [c.source_rows for c in result.conversations] + [r.source_rows for r in result.rejections]:
         for i in rows:
             seen[i] = seen.get(i, 0) + 1
-    missing = sorted(set(range(result.rows_in)) - result.other_shards - set(seen))
+    missing = sorted(set(range(result.rows_in)) - set(seen))
     doubled = sorted(i for i, n in seen.items() if n > 1)
-    stray = sorted(i for i in seen if not 0 <= i < result.rows_in or i in result.other_shards)
+    stray = sorted(i for i in seen if not 0 <= i < result.rows_in)
     ok = not (missing or doubled or stray)
     detail = (
-        f"{result.rows_here} raw rows = {sum(len(c.source_rows) for c in result.conversations)} in "
+        f"{result.rows_in} raw rows = {sum(len(c.source_rows) for c in result.conversations)} in "
         f"{len(result.conversations)} conversations + {sum(len(r.source_rows) for r in result.rejections)} "
         f"in {len(result.rejections)} rejections"
     )
     undecodable = sum(r.stage == "raw" for r in result.rejections)
     if undecodable:
         detail += f"; {undecodable} undecodable record(s) quarantined by the raw stage"
-    if result.other_shards:
-        detail += f" (this shard; {len(result.other_shards)} raw rows belong to other shards)"
     if not ok:
         detail += f"; missing rows {missing[:10]}, rows counted twice {doubled[:10]}, unknown rows {stray[:10]}"
     return ok, detail
@@ -180,35 +168,4 @@ def accounting(result: NormalizeResult) -> tuple[bool, str]:
 
 def records_in(result: NormalizeResult) -> int:
     """Records the source held: decoded rows plus the records the raw stage could not decode."""
-    return result.rows_here + sum(r.stage == "raw" for r in result.rejections)
-
-
-def write_chatml(
-    spec: SourceSpec,
-    raw_dir: Path,
-    out_dir: Path,
-    verdict_cache: Path | None = None,
-    log: Sink | None = None,
-    shard: Shard | None = None,
-    media_dir: Path | None = None,
-) -> NormalizeResult:
-    """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``
-    (which also holds the records the raw stage could not decode). ``verdict_cache`` keeps the
-    images' full-decode verdicts for the next runs (``DataLayout.image_verdicts``). ``shard``:
-    only that shard's records; ``media_dir`` (default ``out_dir/media``) is where inline media
-    land, shared by a source's shards (files are named by content hash)."""
-    import pyarrow.parquet as pq
-
-    manifest = read_manifest(raw_dir)
-    rows = read_rows(manifest["data_path"])
-    verifier = ImageVerifier(verdict_cache)
-    media = MediaResolver([Path(p) for p in manifest["media_roots"]], media_dir or out_dir / "media", verifier)
-    result = normalize_source(spec, rows, media, log, shard)
-    bad_path = raw_dir / "undecodable.parquet"
-    if bad_path.is_file():
-        bad = [Rejection(**r) for r in pq.read_table(bad_path).to_pylist()]
-        result.rejections += [r for r in bad if shard is None or shard.contains(r.sample_id)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(result.conversation_table(), out_dir / "conversations.parquet")
-    write_parquet(result.rejected_table(), out_dir / "rejected.parquet")
-    return result
+    return result.rows_in + sum(r.stage == "raw" for r in result.rejections)

@@ -125,6 +125,13 @@ def make_sample_id(source: str, record: Any) -> str:
     return digest[:20]
 
 
+def sample_id_and_json(source: str, record: Any) -> tuple[str, str]:
+    """``make_sample_id`` and the record's canonical JSON from one serialisation (a rejection
+    stores that JSON; an M3IT record with its base64 image is costly to serialise twice)."""
+    text = canonical_json(record)
+    return hashlib.sha256(f"{source}\x00{text}".encode()).hexdigest()[:20], text
+
+
 @dataclass
 class Conversation:
     sample_id: str
@@ -176,14 +183,6 @@ class NormalizeResult:
     rows_in: int
     conversations: list[Conversation] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
-    # Raw rows whose record belongs to another shard (assets/contract/shards.py): accounted
-    # for by that shard's result, not this one.
-    other_shards: set[int] = field(default_factory=set)
-
-    @property
-    def rows_here(self) -> int:
-        """Raw rows this result accounts for (all of them when unsharded)."""
-        return self.rows_in - len(self.other_shards)
 
     def conversation_table(self) -> pa.Table:
         return pa.Table.from_pylist([c.to_row() for c in self.conversations], schema=CONVERSATION_SCHEMA)

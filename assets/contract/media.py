@@ -28,6 +28,8 @@ from assets.contract.atomic import write_bytes, write_json
 # Qwen2-VL's image processor refuses an aspect ratio above 200 (smart_resize raises).
 MAX_ASPECT_RATIO = 200
 VERDICT_VERSION = 1
+# Entries of the in-memory path and verdict memos before they start over (bounded memory).
+MEMO_LIMIT = 200_000
 
 
 class RejectRow(Exception):
@@ -73,11 +75,17 @@ class ImageVerifier:
     cache_dir: Path | None = None
     decoded: int = field(default=0, init=False)
     _by_path: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
+    _by_digest: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
 
-    def verdict(self, path: str) -> dict:
+    def verdict(self, path: str, digest: str | None = None) -> dict:
+        """The verdict on ``path``; ``digest`` (its sha256, when the caller just hashed the
+        bytes it wrote) saves reading the file again. Each content is decoded once per run
+        however many paths or references it has."""
         if path in self._by_path:
             return self._by_path[path]
-        digest = content_hash(path)
+        digest = digest or content_hash(path)
+        if digest in self._by_digest:
+            return self._remember(path, self._by_digest[digest])
         cached = self.cache_dir / digest[:2] / f"{digest}.json" if self.cache_dir else None
         verdict = None
         if cached is not None and cached.is_file():
@@ -92,11 +100,19 @@ class ImageVerifier:
             self.decoded += 1
             if cached is not None:
                 write_json(cached, verdict)
+        if len(self._by_digest) >= MEMO_LIMIT:
+            self._by_digest.clear()
+        self._by_digest[digest] = verdict
+        return self._remember(path, verdict)
+
+    def _remember(self, path: str, verdict: dict) -> dict:
+        if len(self._by_path) >= MEMO_LIMIT:  # bounded: a source can reference millions of files
+            self._by_path.clear()
         self._by_path[path] = verdict
         return verdict
 
-    def check(self, path: str) -> str:
-        verdict = self.verdict(path)
+    def check(self, path: str, digest: str | None = None) -> str:
+        verdict = self.verdict(path, digest)
         if not verdict["ok"]:
             raise RejectRow("unreadable_image", f"{Path(path).name}: {verdict['detail']}")
         return path
@@ -113,12 +129,32 @@ class MediaResolver:
 
     def __post_init__(self) -> None:
         self._real_roots = [Path(r).resolve() for r in self.roots]
+        self._located: dict[str, str | RejectRow] = {}
 
     def _inside(self, path: Path) -> bool:
         return any(path.is_relative_to(r) for r in self._real_roots)
 
     def locate(self, relpath: str | None) -> str:
-        """The resolved path of a media reference inside the media roots, or ``RejectRow``."""
+        """The resolved path of a media reference inside the media roots, or ``RejectRow``;
+        remembered per reference (a file referenced by many rows is looked up once)."""
+        if isinstance(relpath, str) and relpath in self._located:
+            found = self._located[relpath]
+            if isinstance(found, RejectRow):
+                raise RejectRow(found.reason, found.detail)
+            return found
+        try:
+            found = self._locate(relpath)
+        except RejectRow as exc:
+            found = exc
+        if isinstance(relpath, str):
+            if len(self._located) >= MEMO_LIMIT:
+                self._located.clear()
+            self._located[relpath] = found
+        if isinstance(found, RejectRow):
+            raise RejectRow(found.reason, found.detail)
+        return found
+
+    def _locate(self, relpath: str | None) -> str:
         if not isinstance(relpath, str) or not relpath.strip():
             raise RejectRow("malformed_row", f"media reference is {relpath!r}, expected a path")
         rel = relpath.strip()
@@ -163,12 +199,14 @@ class MediaResolver:
         """Write an inline image once, named by content hash, fully decode it, return its path."""
         if not data:
             raise RejectRow("missing_media", "inline media is empty")
-        digest = hashlib.sha256(data).hexdigest()[:24]
-        path = self.inline_dir / f"{digest}{suffix}"
+        full = hashlib.sha256(data).hexdigest()
+        path = self.inline_dir / f"{full[:24]}{suffix}"
+        known = None  # a file found there (an earlier run's) is hashed again before it is trusted
         if not path.exists():
             write_bytes(path, data)
             self.written += 1
-        return self.verifier.check(str(path.resolve()))
+            known = full
+        return self.verifier.check(str(path.resolve()), known)
 
     def inline_base64(self, text: str | None, suffix: str = ".png") -> str:
         if not isinstance(text, str) or not text:

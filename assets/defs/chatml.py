@@ -7,17 +7,16 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.chatml.normalize import accounting, records_in, write_chatml
+from assets.chatml.stage import ChatmlSummary, run_chatml
 from assets.contract.atomic import write_json
 from assets.contract.chat_template import render_chatml
-from assets.contract.cleaning import special_tokens_left
 from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.markdown import counts_table, markdown_table
-from assets.contract.quality import count_lost, mass_rejections
+from assets.contract.quality import mass_rejections
 from assets.defs.keys import CHATML_GROUP, chatml_key, raw_key
 from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.partitions import shard_of_run, shard_partitions
-from assets.defs.resources import DataStore, QualityPolicy
+from assets.defs.resources import DataPlaneConfig, DataStore, QualityPolicy
 from assets.sources.registry import SOURCES, SourceSpec
 
 # Bump when the normalisation's output changes: the data version is hash(code version, raw data
@@ -56,84 +55,86 @@ def build_chatml_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                               "(of at least quality.min_records)"),
         ],
     )
-    def _chatml(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
+    def _chatml(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy,
+                config: DataPlaneConfig) -> dg.MaterializeResult:
         shard = shard_of_run(context)
         out_dir = store.layout.chatml_shard(spec.name, shard.key)
         out_dir.mkdir(parents=True, exist_ok=True)
         status_path = out_dir / "status.json"
         status_path.unlink(missing_ok=True)
-        result = write_chatml(spec, store.stage_dir("raw", spec.name), out_dir, store.layout.image_verdicts,
-                              log=context.log.info, shard=shard, media_dir=store.stage_dir("chatml", spec.name) / "media")
-        ok, detail = accounting(result)
-        total = records_in(result)
-        mass = mass_rejections(count_lost(r.to_row() for r in result.rejections), {spec.name: total}, quality.max_reason_share, quality.min_records)
-        leaked = {
-            c.sample_id: tokens
-            for c in result.conversations
-            for m in c.messages
-            for p in m["content"]
-            if p["type"] == "text" and (tokens := special_tokens_left(p["text"]))
-        }
-        reasons = result.reasons()
-        guards = {"no_sample_lost": ok, "no_special_tokens": not leaked, "no_mass_rejection": not mass}
-        write_json(status_path, {"conversations": len(result.conversations), "records": total, "guards": guards})
-        for m in mass:
-            context.log.error(f"{m.describe()}: over the {quality.max_reason_share:.0%} allowed (quality.max_reason_share)")
-        context.log.info(
-            f"{spec.name}[{shard.key}]: {result.rows_here} rows in, {len(result.conversations)} conversations, "
-            f"{len(result.rejections)} rejected {reasons}"
-        )
-        preview = [
-            {"sample_id": c.sample_id, "turns": len(c.messages), "chatml": render_chatml(c.messages)}
-            for c in result.conversations[:3]
-        ]
-        rejected = [r.to_row() for r in result.rejections[:20]]
-        table = result.conversation_table()
-        summary = (
-            f"**{spec.name}** ({spec.category}, `{spec.hub_id}`), shard {shard.key} of {shard.count}: "
-            f"{result.rows_here} raw rows -> "
-            f"{len(result.conversations)} conversations + {len(result.rejections)} rejected. {detail}."
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "rows_in": result.rows_here,
-                "shard": shard.key,
-                "conversations": len(result.conversations),
-                "rejected": len(result.rejections),
-                "dagster/row_count": len(result.conversations),
-                "dagster/column_schema": column_schema(CONVERSATION_SCHEMA),
-                "images": int(sum(table.column("n_images").to_pylist())),
-                "videos": int(sum(table.column("n_videos").to_pylist())),
-                "text_chars": int(sum(table.column("n_chars").to_pylist())),
-                "path": dg.MetadataValue.path(str(out_dir / "conversations.parquet")),
-                "summary": dg.MetadataValue.md(summary),
-                "rejects_by_reason": dg.MetadataValue.md(counts_table(reasons)),
-                "rejected_rows": dg.MetadataValue.md(
-                    markdown_table(rejected, ["sample_id", "reason", "detail", "source_rows"], width=90)
-                ),
-                "preview": dg.MetadataValue.md(markdown_table(preview, width=300)),
-            },
-            check_results=[
-                dg.AssetCheckResult(check_name="no_sample_lost", passed=ok, metadata={"detail": detail}),
-                dg.AssetCheckResult(
-                    check_name="no_special_tokens",
-                    passed=not leaked,
-                    metadata={"samples_with_special_tokens": len(leaked), "examples": str(list(leaked.items())[:3])},
-                ),
-                dg.AssetCheckResult(
-                    check_name="no_mass_rejection",
-                    passed=not mass,
-                    metadata={
-                        "max_reason_share": quality.max_reason_share,
-                        "records": total,
-                        "worst": mass[0].describe() if mass else "(none over the limit)",
-                        "reason": mass[0].reason if mass else "",
-                    },
-                ),
-            ],
-        )
+        # Only this shard's records are normalised (the others are only hashed); inline media
+        # go to the source's media folder, shared by its shards (named by content hash).
+        result = run_chatml(spec, store.stage_dir("raw", spec.name), out_dir, store.layout.image_verdicts,
+                            workers=config.workers, batch_size=config.batch_size, log=context.log.info,
+                            keep=shard.contains, media_dir=store.stage_dir("chatml", spec.name) / "media")
+        return chatml_result(context, spec, result, status_path, out_dir, quality, shard.key)
 
     return _chatml
+
+
+def chatml_result(context, spec: SourceSpec, result: ChatmlSummary, status_path: Path, out_dir: Path,
+                  quality: QualityPolicy, shard: str | None = None) -> dg.MaterializeResult:
+    """The chatml asset's guards, status file and metadata from a run's summary."""
+    ok, detail = result.accounting()
+    total = result.records
+    mass = mass_rejections(result.lost(), {spec.name: total}, quality.max_reason_share, quality.min_records)
+    reasons = dict(sorted(result.reasons.items()))
+    guards = {"no_sample_lost": ok, "no_special_tokens": not result.leaked, "no_mass_rejection": not mass}
+    write_json(status_path, {"conversations": result.conversations, "records": total, "guards": guards})
+    for m in mass:
+        context.log.error(f"{m.describe()}: over the {quality.max_reason_share:.0%} allowed (quality.max_reason_share)")
+    context.log.info(
+        f"{spec.name}" + (f"[{shard}]" if shard else "") + f": {result.rows_in} rows in, {result.conversations} conversations, "
+        f"{result.rejected} rejected {reasons} ({result.workers} worker(s), {result.batches} batch(es))"
+    )
+    preview = [
+        {"sample_id": c["sample_id"], "turns": len(c["messages"]), "chatml": render_chatml(c["messages"])}
+        for c in result.preview
+    ]
+    summary = (
+        f"**{spec.name}** ({spec.category}, `{spec.hub_id}`)" + (f", shard {shard}" if shard else "")
+        + f": {result.rows_in} raw rows -> "
+        f"{result.conversations} conversations + {result.rejected} rejected. {detail}."
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows_in": result.rows_in,
+            "shard": shard or "",
+            "conversations": result.conversations,
+            "rejected": result.rejected,
+            "dagster/row_count": result.conversations,
+            "dagster/column_schema": column_schema(CONVERSATION_SCHEMA),
+            "images": result.images,
+            "videos": result.videos,
+            "text_chars": result.text_chars,
+            "workers": result.workers,
+            "path": dg.MetadataValue.path(str(out_dir / "conversations.parquet")),
+            "summary": dg.MetadataValue.md(summary),
+            "rejects_by_reason": dg.MetadataValue.md(counts_table(reasons)),
+            "rejected_rows": dg.MetadataValue.md(
+                markdown_table(result.rejected_preview, ["sample_id", "reason", "detail", "source_rows"], width=90)
+            ),
+            "preview": dg.MetadataValue.md(markdown_table(preview, width=300)),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="no_sample_lost", passed=ok, metadata={"detail": detail}),
+            dg.AssetCheckResult(
+                check_name="no_special_tokens",
+                passed=not result.leaked,
+                metadata={"samples_with_special_tokens": result.leaked, "examples": str(result.leaked_examples[:3])},
+            ),
+            dg.AssetCheckResult(
+                check_name="no_mass_rejection",
+                passed=not mass,
+                metadata={
+                    "max_reason_share": quality.max_reason_share,
+                    "records": total,
+                    "worst": mass[0].describe() if mass else "(none over the limit)",
+                    "reason": mass[0].reason if mass else "",
+                },
+            ),
+        ],
+    )
 
 
 def build_chatml_assets(specs: list[SourceSpec] | tuple[SourceSpec, ...]) -> list[dg.AssetsDefinition]:

@@ -70,6 +70,18 @@ class QualityPolicy(dg.ConfigurableResource):
     exclude_sources: list[str] = []
 
 
+class DataPlaneConfig(dg.Config):
+    """How a data stage spreads its work (run config of raw, chatml and token_counts).
+
+    ``workers``: processes the stage's record batches are spread over; 0 means every core this
+    process may use (``os.sched_getaffinity``), the default. ``batch_size``: raw rows per batch;
+    with ``workers`` it sets the stage's peak memory (a few batches per worker in flight),
+    whatever the size of the source."""
+
+    workers: int = 0
+    batch_size: int = 512
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: ``GIRAFFE_DATA_ROOT``, ``GIRAFFE_SOURCES_MODE``,
     ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI),

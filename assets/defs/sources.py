@@ -31,6 +31,13 @@ def fetch_failure(name: str, exc: Exception) -> Exception:
     )
 
 
+def first_rows(path, n: int) -> list[dict]:
+    """The first ``n`` rows of a Parquet file, reading one batch (not the whole source)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=n):
+        return batch.to_pylist()
+    return []
+
+
 def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     where = spec.files_root or spec.hub_id
 
@@ -66,8 +73,8 @@ def build_raw_asset(spec: SourceSpec) -> dg.AssetsDefinition:
             )
         context.log.info(f"{spec.name}: {fetched.rows} rows from {where} ({fetched.mode}), "
                          f"{len(fetched.media_roots)} media root(s)")
-        preview = pq.read_table(fetched.data_path).slice(0, 3).to_pylist()
-        bad = pq.read_table(fetched.data_path.with_name("undecodable.parquet")).slice(0, 20).to_pylist()
+        preview = first_rows(fetched.data_path, 3)
+        bad = first_rows(fetched.data_path.with_name("undecodable.parquet"), 20)
         schema = pq.read_schema(fetched.data_path)
         return dg.MaterializeResult(
             metadata={

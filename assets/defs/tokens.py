@@ -9,34 +9,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from assets.contract.atomic import write_parquet
-from assets.contract.conversation import REJECTED_SCHEMA
 from assets.contract.layout import DataLayout
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
-from assets.contract.progress import Progress
-from assets.contract.quality import count_lost, mass_rejections
-from assets.defs.chatml import chatml_inputs
+from assets.contract.quality import mass_rejections
+from assets.defs.chatml import ChatmlInputs, chatml_inputs
 from assets.defs.keys import BASE_MODEL_KEY, TOKEN_COUNTS_KEY, VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
 from assets.defs.metadata import DATA_TEAM, column_schema
 from assets.defs.partitions import SHARD_KEYS, shard_of_run, shard_partitions
-from assets.defs.resources import DataStore, QualityPolicy
+from assets.defs.resources import DataPlaneConfig, DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
-from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
-from assets.video.frames import sample_videos
+from assets.tokens.count import COUNT_SCHEMA
+from assets.tokens.stage import TokenSummary, run_token_counts, video_plans  # noqa: F401 - video_plans: tests import it here
 
 # Bump when counting changes (data version = hash(code version, input data versions)).
 TOKEN_COUNTS_CODE_VERSION = "2"  # 2: one partition per shard, source_row kept for the merged order
 # Schema metadata of every part: the asset's source order (with source_row it restores the
 # unsharded order of the merged table, so packing does not depend on the shard count).
 SOURCES_META = b"giraffe_sources"
-
-
-def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
-    """(sample_id, video_no) -> grid rows, or (reason, detail) for a rejected video."""
-    return {
-        key: json.loads(v["grids"]) if v["status"] == "ok" else (v["reason"], v["detail"])
-        for key, v in sample_videos(video_dir).items()
-    }
 
 
 TOKEN_COUNTS_CHECKS = [
@@ -53,8 +42,9 @@ TOKEN_COUNTS_CHECKS = [
 def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
     """The token_counts asset over the ChatML of ``sources`` (registry and declared)."""
 
-    def token_counts(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
-        return _materialize_token_counts(context, store, quality, list(sources))
+    def token_counts(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy,
+                     config: DataPlaneConfig) -> dg.MaterializeResult:
+        return _materialize_token_counts(context, store, quality, list(sources), config)
 
     return dg.asset(
         key=TOKEN_COUNTS_KEY,
@@ -72,64 +62,43 @@ def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
     )(token_counts)
 
 
-def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy, sources: list[str]) -> dg.MaterializeResult:
+def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy, sources: list[str],
+                              config: DataPlaneConfig) -> dg.MaterializeResult:
     from training.processor import load_processor
 
     shard = shard_of_run(context)
     inputs = chatml_inputs(store, sources, quality, "token_counts", shard.key)
     processor = load_processor(store.stage_dir("model", "base"))
-    video_dir = store.layout.video_frames_shard(shard.key)
-    counter = TokenCounter(processor, video_plans(video_dir))
-    counts, rejected = [], []
-    conversations = 0
-    per_source: dict[str, int] = {}
-    progress = Progress(STAGE, sum(pq.read_metadata(p).num_rows for p in inputs.paths.values()), context.log.info, unit="samples")
-    for name, path in inputs.paths.items():
-        rows = pq.read_table(path).to_pylist()
-        conversations += len(rows)
-        per_source[name] = len(rows)
-        c, r = count_table(rows, counter, progress)
-        first_row = {row["sample_id"]: min(row["source_rows"] or [0]) for row in rows}
-        counts += [{**x, "source_row": first_row[x["sample_id"]]} for x in c]
-        rejected += r
-    progress.close()
-    frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
-    if all(p.is_file() for p in frame_tables):
-        samples, videos = (pq.read_table(p).to_pylist() for p in frame_tables)
-    else:
-        samples, videos = [], []
-    mismatched = video_token_mismatches(counts, samples, videos)
     out = store.layout.token_counts_shard(shard.key)
-    out.mkdir(parents=True, exist_ok=True)
-    schema = COUNT_SCHEMA.with_metadata({**(COUNT_SCHEMA.metadata or {}), SOURCES_META: json.dumps(sources).encode()})
-    write_parquet(pa.Table.from_pylist(counts, schema=schema), out / "token_counts.parquet")
-    write_parquet(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
-    mass = mass_rejections(count_lost(rejected, raw_rows=False), per_source, quality.max_reason_share, quality.min_records)
+    result = run_token_counts(inputs.paths, processor, store.layout.video_frames_shard(shard.key), out,
+                              workers=config.workers, batch_size=config.batch_size, log=context.log.info,
+                              schema_metadata={SOURCES_META: json.dumps(sources).encode()})
+    return token_counts_result(context, result, inputs, out, quality, shard.key)
+
+
+def token_counts_result(context, result: TokenSummary, inputs: ChatmlInputs, out: Path,
+                        quality: QualityPolicy, shard: str | None = None) -> dg.MaterializeResult:
+    """The token_counts asset's checks and metadata from a run's summary."""
+    mass = mass_rejections(result.lost, result.per_source, quality.max_reason_share, quality.min_records)
     if inputs.excluded:
         context.log.warning(f"token_counts leaves out {inputs.excluded_md()} (quality.exclude_sources)")
-    reasons: dict[str, int] = {}
-    for r in rejected:
-        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-    by_source: dict[str, dict] = {}
-    for c in counts:
-        s = by_source.setdefault(c["source"], {"source": c["source"], "samples": 0, "tokens": 0, "max": 0})
-        s["samples"] += 1
-        s["tokens"] += c["n_tokens"]
-        s["max"] = max(s["max"], c["n_tokens"])
-    context.log.info(f"shard {shard.key}: {len(counts)} samples counted, {len(rejected)} rejected {reasons}")
+    reasons = dict(sorted(result.reasons.items()))
+    context.log.info((f"shard {shard}: " if shard else "") + f"{result.counted} samples counted, {result.rejected} rejected {reasons} ({result.workers} worker(s))")
+    mismatched = result.mismatched
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(counts),
+            "dagster/row_count": result.counted,
             "dagster/column_schema": column_schema(COUNT_SCHEMA),
-            "shard": shard.key,
-            "rejected": len(rejected),
-            "total_tokens": sum(c["n_tokens"] for c in counts),
-            "video_tokens": sum(c["n_video_tokens"] for c in counts),
-            "image_tokens": sum(c["n_image_tokens"] for c in counts),
-            "by_source": dg.MetadataValue.md(markdown_table(list(by_source.values()))),
-            "rejects_by_reason": dg.MetadataValue.md(counts_table(dict(sorted(reasons.items())))),
-            "rejected_rows": dg.MetadataValue.md(markdown_table(rejected[:20], ["sample_id", "source", "reason", "detail"], width=90)),
-            "tokens_per_sample": dg.MetadataValue.md(histogram_md([c["n_tokens"] for c in counts], "tokens per sample", "tokens")),
+            "shard": shard or "",
+            "rejected": result.rejected,
+            "total_tokens": result.total_tokens,
+            "video_tokens": result.video_tokens,
+            "image_tokens": result.image_tokens,
+            "workers": result.workers,
+            "by_source": dg.MetadataValue.md(markdown_table(list(result.by_source.values()))),
+            "rejects_by_reason": dg.MetadataValue.md(counts_table(reasons)),
+            "rejected_rows": dg.MetadataValue.md(markdown_table(result.rejected_preview, ["sample_id", "source", "reason", "detail"], width=90)),
+            "tokens_per_sample": dg.MetadataValue.md(histogram_md(result.n_tokens(), "tokens per sample", "tokens")),
             "path": dg.MetadataValue.path(str(out / "token_counts.parquet")),
             "sources": ", ".join(inputs.paths),
             "excluded_sources": inputs.excluded_md(),
@@ -137,12 +106,12 @@ def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy,
         check_results=[
             dg.AssetCheckResult(
                 check_name="video_tokens_match_frames", passed=not mismatched,
-                metadata={"samples_with_video": sum(1 for c in counts if c["n_videos"]), "mismatched": len(mismatched),
+                metadata={"samples_with_video": result.samples_with_video, "mismatched": len(mismatched),
                           "first_mismatches": dg.MetadataValue.md(markdown_table(mismatched[:10]) if mismatched else "_(none)_")},
             ),
             dg.AssetCheckResult(
-                check_name="no_sample_lost", passed=conversations == len(counts) + len(rejected),
-                metadata={"conversations": conversations, "counted": len(counts), "rejected": len(rejected),
+                check_name="no_sample_lost", passed=result.conversations == result.counted + result.rejected,
+                metadata={"conversations": result.conversations, "counted": result.counted, "rejected": result.rejected,
                           "excluded_sources": inputs.excluded_md()},
             ),
             dg.AssetCheckResult(

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import tarfile
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,11 +141,56 @@ def load_rows(spec: SourceSpec, location: str, settings: HubSettings, cache_dir:
         location = builder_for(spec.data_files)
         kwargs["data_files"] = [str(p) for p in local_data_files(spec, spec.files_root)]
         kwargs.pop("revision")
+    local = spec.files_root is not None or (settings.mode != "hub" and spec.sample is not None)
+    if local or is_json_array_source(spec):
+        files = local_data_files(spec, spec.files_root or location) if local else hub_data_files(spec, settings, cache_dir)
+        lines = json_lines_copies(files, (cache_dir or Path(tempfile.gettempdir()) / "giraffe") / "jsonl")
+        if lines != files and all(f.suffix.lower() in JSON_SUFFIXES for f in files):  # a JSON array, read whole by ``datasets``: read its one-line-per-record copy
+            location = "json"
+            kwargs["data_files"] = [str(f) for f in lines]
+            kwargs.pop("revision", None)
     if settings.max_rows:
         stream = datasets.load_dataset(location, streaming=True, **kwargs)
         rows = list(stream.take(settings.max_rows))
         return datasets.Dataset.from_list(rows, features=stream.features)
     return datasets.load_dataset(location, cache_dir=str(cache_dir) if cache_dir else None, **kwargs)
+
+
+def is_json_array_source(spec: SourceSpec) -> bool:
+    """Whether the source's files are ``.json`` (one JSON array each, as LLaVA publishes)."""
+    return bool(spec.data_files) and all(str(f).lower().endswith(".json") for f in spec.data_files)
+
+
+def json_lines_copies(files: list[Path], work_dir: Path) -> list[Path]:
+    """``files`` with every JSON array of objects replaced by a JSON Lines copy, made once in a
+    streaming pass (``datasets`` parses a JSON array whole, about 8x its size in memory, but
+    JSON Lines in blocks). Each element is copied as its bytes with its line breaks turned
+    into spaces: a line break inside an element can only be whitespace between tokens (a JSON
+    string cannot hold one), so every valid element stays the same value. A copy is named by
+    the original's path, size and mtime and reused while those hold; a file that is not an
+    array of objects is kept as it is, and bad elements make ``datasets`` fail the copy, so
+    the record-by-record reader then reads the original."""
+    import mmap
+
+    from assets.sources.records import array_spans, json_array_start
+
+    out = []
+    for f in files:
+        start = json_array_start(f)
+        if start is None:
+            out.append(f)
+            continue
+        st = f.stat()
+        key = hashlib.sha256(f"{f.resolve()}\x00{st.st_size}\x00{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        target = work_dir / f"{f.stem}-{key}.jsonl"
+        if not target.is_file():
+            with atomic_path(target) as tmp, f.open("rb") as src, tmp.open("wb") as dst, \
+                    mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                for lo, hi, _ in array_spans(buf, start):
+                    dst.write(bytes(buf[lo:hi]).replace(b"\r", b" ").replace(b"\n", b" ").strip())
+                    dst.write(b"\n")
+        out.append(target)
+    return out
 
 
 def builder_for(files: tuple[str, ...] | list[str]) -> str:
@@ -357,7 +403,16 @@ def read_with_fallback(spec: SourceSpec, files: list[Path], data_path: Path, max
     return rows, schema.names, bad
 
 
-def fetch_source(spec: SourceSpec, settings: HubSettings, out_dir: Path, embedded_root: Path) -> FetchedSource:
+def write_batches(table: pa.Table, path: Path, batch_size: int = BATCH_ROWS) -> None:
+    """``table`` as Parquet, one row group per ``batch_size`` rows (so the stages after read it
+    batch by batch), atomically."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=batch_size):
+            writer.write_batch(batch)
+
+
+def fetch_source(spec: SourceSpec, settings: HubSettings, out_dir: Path, embedded_root: Path,
+                 batch_size: int = BATCH_ROWS) -> FetchedSource:
     """Fetch one source into ``out_dir``: ``data.parquet`` in the published schema (columns of
     mixed type as JSON text, see ``assets.sources.records``), ``undecodable.parquet`` with the
     records no reader could decode, media next to it (hub) or referenced in place (embedded,
@@ -370,8 +425,8 @@ def fetch_source(spec: SourceSpec, settings: HubSettings, out_dir: Path, embedde
     fallback = None
     try:
         ds = load_rows(spec, location, settings, cache_dir=cache_dir)
-        table = normalize_table(ds.data.table)
-        write_parquet(table, data_path)
+        table = normalize_table(ds.data.table)  # memory-mapped from the datasets cache
+        write_batches(table, data_path, batch_size)
         rows, columns, bad = table.num_rows, table.column_names, []
     except Exception as exc:  # noqa: BLE001 - classified just below
         if not is_parse_failure(exc):

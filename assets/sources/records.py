@@ -107,7 +107,7 @@ _QUOTE, _BACKSLASH, _NEWLINE, _COMMA = ord('"'), ord("\\"), ord("\n"), ord(",")
 _OPEN, _CLOSE = (ord("["), ord("{")), (ord("]"), ord("}"))
 
 
-def _array_spans(buf, first: int) -> Iterator[tuple[int, int, int]]:
+def array_spans(buf, first: int) -> Iterator[tuple[int, int, int]]:
     """(start, end, line number) of every top-level element of the JSON array opening at
     ``first``. The scan follows strings and nesting only, so an element with bad bytes or bad
     syntax still ends where the next one begins; a raw newline ends a string (a JSON string
@@ -157,6 +157,20 @@ def _array_spans(buf, first: int) -> Iterator[tuple[int, int, int]]:
         yield span
 
 
+def json_array_start(path: str | Path) -> int | None:
+    """Byte offset of the ``[`` opening a JSON array of objects in ``path`` (after a BOM and
+    whitespace), or None when the file is something else (JSON Lines, an array of strings)."""
+    with Path(path).open("rb") as f:
+        head = f.read(1 << 16)
+    pos = 3 if head[:3] == b"\xef\xbb\xbf" else 0
+    while pos < len(head) and head[pos : pos + 1] in (b" ", b"\t", b"\r", b"\n"):
+        pos += 1
+    if head[pos : pos + 1] != b"[":
+        return None
+    rest = head[pos + 1 :].lstrip()
+    return pos if rest[:1] in (b"{", b"]") else None
+
+
 def iter_file_records(path: str | Path) -> Iterator[dict[str, Any] | Undecodable]:
     """Every record of a JSON or JSONL file, decoded one by one; bad ones as ``Undecodable``."""
     path = Path(path)
@@ -167,7 +181,7 @@ def iter_file_records(path: str | Path) -> Iterator[dict[str, Any] | Undecodable
             head = 3 if buf[:3] == b"\xef\xbb\xbf" else 0
             while head < len(buf) and buf[head : head + 1] in (b" ", b"\t", b"\r", b"\n"):
                 head += 1
-            spans = _array_spans(buf, head) if buf[head : head + 1] == b"[" else _jsonl_spans(buf)
+            spans = array_spans(buf, head) if buf[head : head + 1] == b"[" else _jsonl_spans(buf)
             for start, end, line in spans:
                 raw = bytes(buf[start:end]).strip()
                 record, error = decode_record(raw)

@@ -12,7 +12,7 @@ tokenisation per sample, and tests compare it with the processor's ``len(input_i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -25,6 +25,7 @@ from assets.contract.schema import described
 from assets.video.inputs import video_text_tokens
 
 STAGE = "token_counts"
+IMAGE_MEMO_LIMIT = 200_000
 COUNT_SCHEMA = described(
     pa.schema(
         [
@@ -62,8 +63,24 @@ class TokenCounter:
 
     processor: Any
     videos: Mapping[tuple[str, int], Any]
+    _image_memo: dict[str, int | RejectRow] = field(default_factory=dict, init=False, repr=False)
 
     def image_tokens(self, path: str) -> int:
+        """Merged image tokens of the file at ``path``, read from its header once per path."""
+        found = self._image_memo.get(path)
+        if found is None:
+            try:
+                found = self._image_tokens(path)
+            except RejectRow as exc:
+                found = exc
+            if len(self._image_memo) >= IMAGE_MEMO_LIMIT:
+                self._image_memo.clear()
+            self._image_memo[path] = found
+        if isinstance(found, RejectRow):
+            raise RejectRow(found.reason, found.detail)
+        return found
+
+    def _image_tokens(self, path: str) -> int:
         from PIL import Image
 
         try:
@@ -74,10 +91,22 @@ class TokenCounter:
         ip = self.processor.image_processor
         return ip.get_number_of_image_patches(height, width, {}) // (ip.merge_size**2)
 
-    def count(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def text_tokens(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Tokens of each row's rendered chat text, from one batched tokenizer call (the fast
+        tokenizer's batch gives each text the ids it gets alone, and spreads the batch over
+        its threads)."""
+        texts = [render_chatml(r["messages"]) for r in rows]
+        if not texts:
+            return []
+        ids = self.processor.tokenizer(texts, return_attention_mask=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    def count(self, row: Mapping[str, Any], n_text: int | None = None) -> dict[str, Any]:
+        """The row's counts; ``n_text`` is its text tokens when a batched call already has them."""
         messages = row["messages"]
         parts = [p for m in messages for p in m["content"]]
-        n_text = len(self.processor.tokenizer(render_chatml(messages))["input_ids"])
+        if n_text is None:
+            n_text = len(self.processor.tokenizer(render_chatml(messages))["input_ids"])
         image_tokens = video_tokens = 0
         n_images = n_videos = 0
         for p in parts:
@@ -114,9 +143,9 @@ def count_table(
     """(counts, rejections) for conversation rows; a sample that cannot be counted is rejected.
     ``progress`` (if given) is told about every row."""
     counts, rejected = [], []
-    for row in rows:
+    for row, n_text in zip(rows, counter.text_tokens(rows)):
         try:
-            counts.append(counter.count(row))
+            counts.append(counter.count(row, n_text))
         except RejectRow as exc:
             source_rows = list(row.get("source_rows") or [])
             rejected.append(Rejection(row["sample_id"], row["source"], STAGE, exc.reason, exc.detail, source_rows).to_row())

@@ -1,0 +1,142 @@
+"""The data stages stream: peak memory is set by the batch size, not by the source.
+
+A stage runs in a subprocess under an address-space limit (``RLIMIT_AS``) set a fixed margin
+above what the process holds after its imports. The source is larger than that margin as
+Python objects, so the whole-source path (every row as a dict, as the stages did before) dies
+with ``MemoryError`` under the same limit, while the streamed stage finishes with every
+sample accounted for. The process pool gives the same tables as one process, and the raw
+stage reads a JSON array through its JSON Lines copy with the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS, WORDS = 4000, 2500  # ~55 MB of text; three times that or more as Python objects and tables
+MARGIN_MB = 120
+
+
+def _long_text_source(folder: Path) -> Path:
+    """A LongAlign-style raw folder (data.parquet + manifest.json), written row group by row group."""
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(5000)]
+    schema = pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+                        ("id", pa.string()), ("length", pa.int64()), ("dataset", pa.string())])
+    folder.mkdir(parents=True)
+    data = folder / "data.parquet"
+    with pq.ParquetWriter(data, schema) as writer:
+        for start in range(0, ROWS, 250):
+            rows = [{"messages": [{"role": "user", "content": " ".join(rng.choices(vocab, k=WORDS)) + " Summarise?"},
+                                  {"role": "assistant", "content": f"Summary {i}."}],
+                     "id": str(i), "length": WORDS, "dataset": "synthetic"} for i in range(start, start + 250)]
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    (folder / "manifest.json").write_text(json.dumps({"data_path": str(data), "media_roots": []}))
+    return folder
+
+
+CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+    from assets.chatml.stage import run_chatml
+    from assets.chatml.normalize import normalize_source
+    from assets.contract.media import MediaResolver
+    from assets.sources.records import read_rows
+    from assets.sources.registry import get_source
+
+    mode, raw, out, margin = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+    spec = get_source("longalign_10k")
+    import pyarrow.parquet as pq  # start Arrow's thread pools (their stacks) before the limit
+    next(pq.ParquetFile(raw / "data.parquet").iter_batches(batch_size=8))
+    held = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (held + margin * 2**20, resource.RLIM_INFINITY))
+    try:
+        if mode == "streamed":
+            s = run_chatml(spec, raw, out, workers=1, batch_size=64)
+            print(json.dumps({"ok": s.accounting()[0], "conversations": s.conversations, "rows": s.rows_in}))
+        else:
+            result = normalize_source(spec, read_rows(raw / "data.parquet"), MediaResolver([], out))
+            print(json.dumps({"ok": True, "conversations": len(result.conversations)}))
+    except MemoryError:
+        print(json.dumps({"memory_error": True}))
+""")
+
+
+def _child(mode: str, raw: Path, out: Path) -> dict:
+    import os
+
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # glibc reserves 64 MB of address space per arena
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(raw), str(out), str(MARGIN_MB)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"child {mode} printed no result (rc {proc.returncode}):\n{proc.stderr[-2000:]}"
+    return json.loads(lines[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux")
+def test_chatml_streams_a_source_larger_than_its_memory_limit(tmp_path):
+    raw = _long_text_source(tmp_path / "raw")
+    whole = _child("whole", raw, tmp_path / "whole")
+    assert whole == {"memory_error": True}, "the limit must be too small for the whole source as Python objects"
+    streamed = _child("streamed", raw, tmp_path / "chatml")
+    assert streamed == {"ok": True, "conversations": ROWS, "rows": ROWS}
+    table = pq.read_table(tmp_path / "chatml" / "conversations.parquet", columns=["source_rows"])
+    assert table.column("source_rows").to_pylist() == [[i] for i in range(ROWS)]
+    assert pq.ParquetFile(tmp_path / "chatml" / "conversations.parquet").metadata.num_row_groups == -(-ROWS // 64)
+
+
+def test_the_pool_writes_what_one_process_writes(fetched, tmp_path):
+    """m3it (inline images written batch by batch) and llava_instruct (files, a duplicate row)
+    over two workers in batches of 3 rows: the same conversations and rejections, in order."""
+    from assets.chatml.stage import run_chatml
+    from assets.sources.registry import get_source
+
+    for name in ("m3it", "llava_instruct"):
+        spec, raw = get_source(name), Path(fetched[name].data_path).parent
+        one = run_chatml(spec, raw, tmp_path / "one" / name, workers=1)
+        two = run_chatml(spec, raw, tmp_path / "two" / name, workers=2, batch_size=3)
+        assert (one.workers, two.workers) == (1, 2) and two.batches == -(-fetched[name].rows // 3)
+        assert one.accounting() == two.accounting() and one.accounting()[0]
+        assert (one.reasons, one.conversations) == (two.reasons, two.conversations)
+        for table in ("conversations.parquet", "rejected.parquet"):
+            a = pq.read_table(tmp_path / "one" / name / table).to_pylist()
+            b = pq.read_table(tmp_path / "two" / name / table).to_pylist()
+            strip = lambda rows, d: json.dumps(rows, default=str).replace(str(tmp_path / d / name), "<out>")  # noqa: E731
+            assert strip(a, "one") == strip(b, "two")
+        if name == "m3it":
+            media = sorted(p.name for p in (tmp_path / "two" / name / "media").iterdir())
+            assert media == sorted(p.name for p in (tmp_path / "one" / name / "media").iterdir()) and media
+
+
+def test_a_json_array_is_read_through_its_json_lines_copy(tmp_path):
+    """The copy holds one element per line (pretty-printed elements included), is made once,
+    and datasets reads the same rows from it as from the array."""
+    import datasets
+
+    from assets.sources.hub import json_lines_copies
+
+    rows = [{"id": str(i), "image": f"{i}.jpg", "conversations": [{"from": "human", "value": f"Q{i}\\n?"},
+                                                                   {"from": "gpt", "value": "A"}]} for i in range(7)]
+    src = tmp_path / "user" / "llava.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps(rows, indent=2))
+    (copy,) = json_lines_copies([src], tmp_path / "work")
+    assert copy != src and copy.parent == tmp_path / "work"
+    assert [json.loads(line) for line in copy.read_text().splitlines()] == rows
+    mtime = copy.stat().st_mtime_ns
+    assert json_lines_copies([src], tmp_path / "work") == [copy] and copy.stat().st_mtime_ns == mtime
+    from_copy = datasets.load_dataset("json", data_files=[str(copy)], split="train").to_list()
+    from_array = datasets.load_dataset("json", data_files=[str(src)], split="train").to_list()
+    assert from_copy == from_array == rows
+    lines = tmp_path / "user" / "x.jsonl"
+    lines.write_text("\n".join(json.dumps(r) for r in rows))
+    assert json_lines_copies([lines], tmp_path / "work") == [lines]  # JSON Lines is read as it is
