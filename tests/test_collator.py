@@ -396,7 +396,7 @@ def test_missing_frames_file_names_the_sample_and_the_file(root, normalized, pro
     assert builder(_seq([row], counter)).n_tokens == counter.count(row)["n_tokens"]
     (moved / "video_frames" / "frames" / frames_file.rsplit("/", 1)[-1]).unlink()
     builder = PackedBatchBuilder(processor, SampleStore(moved))
-    with pytest.raises(MissingMediaError, match=rf"{row['sample_id']}.*frames file missing: .*{key}\.parquet"):
+    with pytest.raises(MissingMediaError, match=rf"{row['sample_id']}.*frames file missing: .*{key}\.plan\.parquet"):
         builder(_seq([row], counter))
 
 

@@ -19,8 +19,8 @@ from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.video.contact_sheet import contact_sheet_png
 from assets.video.frames import (
-    FRAME_SCHEMA,
     STAGE,
+    STORE_SCHEMAS,
     VIDEO_SCHEMA,
     VideoFramesConfig,
     config_summary,
@@ -32,7 +32,7 @@ from assets.video.plan import VideoSamplingConfig
 
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
 # Bump when sampling or shard output changes (data version = hash(code version, input versions)).
-VIDEO_FRAMES_CODE_VERSION = "2"  # 2: qwen-vl-utils frame rule, torch resize
+VIDEO_FRAMES_CODE_VERSION = "3"  # 2: qwen-vl-utils frame rule, torch resize; 3: frame stores, plan by default
 
 
 _SAMPLING = VideoSamplingConfig()
@@ -80,7 +80,18 @@ class VideoSamplingParams(dg.Config):
 
 
 class VideoFramesAssetConfig(VideoSamplingParams):
-    workers: int = Field(default=2, description="Videos sampled at once (processes); each gets its share of the host's cores.")
+    workers: int = Field(
+        default=0,
+        description="Videos sampled at once (processes), 0 = every core of the host; each video decodes with its "
+        "share of the cores.",
+    )
+    frame_store: str = Field(
+        default=VideoFramesConfig().frame_store,
+        description="What a frames shard keeps per frame: plan (the frame plan and a digest per frame; the collator "
+        "decodes the frames from the source video at training time, bit-identical, checked; kilobytes per video), "
+        "png or webp (lossless pixels, hundreds of kB per sampled second). Part of the cache key "
+        "(benchmarks/frame_store.md).",
+    )
     decoder: str = Field(
         default="auto",
         description="auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only. "
@@ -88,7 +99,8 @@ class VideoFramesAssetConfig(VideoSamplingParams):
     )
 
     def to_config(self) -> VideoFramesConfig:
-        return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder)
+        return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder,
+                                 frame_store=self.frame_store)
 
 
 def sources_of_videos(samples: list[dict]) -> dict[str, str]:
@@ -103,8 +115,9 @@ def sources_of_videos(samples: list[dict]) -> dict[str, str]:
 VIDEO_FRAMES_DESCRIPTION = (
     "Every video a ChatML sample references, sampled at 2 fps by qwen-vl-utils' rule (ffmpeg select pipe checked "
     "against decord, decord fallback, ffmpeg transcode for unreadable files), resized to smart_resize with "
-    "torchvision's bicubic antialias under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
-    "Parquet shard per video, incremental by content hash. Its row count is the number of sampled frames "
+    "torchvision's bicubic antialias under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; one "
+    "Parquet shard per video (frame_store: the frame plan with a digest per frame, decoded from the source at training "
+    "time, by default; or the frames as lossless PNG/WebP), incremental by content hash. Its row count is the number of sampled frames "
     "(one row per frame in `frames/*.parquet`); `videos_schema` describes videos.parquet, one row per video."
 )
 
@@ -132,7 +145,7 @@ def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
         description=VIDEO_FRAMES_DESCRIPTION,
         check_specs=VIDEO_FRAMES_CHECKS,
         owners=[DATA_TEAM],
-        metadata={"sources": ", ".join(video_sources), "dagster/column_schema": column_schema(FRAME_SCHEMA)},
+        metadata={"sources": ", ".join(video_sources), "dagster/column_schema": column_schema(STORE_SCHEMAS[VideoFramesConfig().frame_store])},
     )(video_frames)
 
 
@@ -173,7 +186,8 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
         metadata={
             "dagster/row_count": frames,
             "row_count_unit": "frames (one row per sampled frame; videos are in videos_table)",
-            "dagster/column_schema": column_schema(FRAME_SCHEMA),
+            "dagster/column_schema": column_schema(STORE_SCHEMAS[cfg.frame_store]),
+            "frame_store": cfg.frame_store,
             "videos_schema": schema_metadata(VIDEO_SCHEMA),
             "contact_sheet": dg.MetadataValue.md(
                 png_markdown(shrink_png(sheet), "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"
