@@ -35,7 +35,12 @@ import numpy as np
 from PIL import Image
 
 from assets.video.decode import ffmpeg_exe
-from assets.video.frames import FRAME_STORES, load_frames, sample_to_shard, store_encoder
+from assets.video.frames import (
+    FRAME_STORES,
+    load_frames,
+    sample_to_shard,
+    store_encoder,
+)
 from assets.video.plan import VideoSamplingConfig
 
 SIZES = {360: (640, 360), 720: (1280, 720), 1080: (1920, 1080)}

@@ -18,7 +18,13 @@ from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.media import RejectRow
 from assets.defs.tokens import video_plans
 from assets.tokens.count import TokenCounter
-from assets.video.frames import VideoFramesConfig, read_frames, run_video_frames, sample_videos, video_refs
+from assets.video.frames import (
+    VideoFramesConfig,
+    read_frames,
+    run_video_frames,
+    sample_videos,
+    video_refs,
+)
 from assets.video.grid import HybridConfig
 from assets.video.inputs import expand_videos, video_pixel_values
 from assets.video.plan import VideoSamplingConfig

@@ -16,7 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.contract.conversation import CONVERSATION_SCHEMA
-from training.collator import SampleNotFoundError, SampleStore, load_packed_rows, open_packed_rows
+from training.collator import (
+    SampleNotFoundError,
+    SampleStore,
+    load_packed_rows,
+    open_packed_rows,
+)
 from training.sample_index import MappedTable, key_hash
 
 N_SAMPLES = 30_000
@@ -71,7 +76,7 @@ def _held(fn):
 
 
 def test_a_rank_holds_only_the_rows_it_reads(big):
-    root, seqs = big
+    root, _ = big
     SampleStore(root).conversation("s00000000", "synth")  # build the index once (as the first rank does)
     open_packed_rows(root / "packed", root)
     rng = random.Random(0)

@@ -133,3 +133,19 @@ def test_workers_default_to_every_core():
     assert VideoFramesConfig(workers=3).processes == 3
     with pytest.raises(ValueError, match="workers must be >= 0"):
         VideoFramesConfig(workers=-1)
+
+
+def test_the_stage_library_reads_chatml_files_in_batches_and_filters_samples(normalized, tmp_path):
+    rows = [c.to_row() for s in ("sharegpt4v", "llava_video", "llava_instruct") for c in normalized[s].conversations]
+    path = tmp_path / "conversations.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA), path, row_group_size=3)
+    from assets.video.frames import materialize_video_frames, video_refs_from_files
+
+    every = video_refs(pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA))
+    assert len(every) == sum(r["n_videos"] for r in rows) > 2
+    assert video_refs_from_files([path], batch_rows=2) == every  # batches and the n_videos filter lose nothing
+    wanted = {every[0].sample_id}
+    refs, result = materialize_video_frames([path], tmp_path / "out", VideoFramesConfig(workers=1),
+                                            keep=lambda sid: sid in wanted)
+    assert [r.sample_id for r in refs] == [every[0].sample_id] and [s["sample_id"] for s in result.samples] == list(wanted)
+    assert len(list((tmp_path / "out" / "frames").glob("*.plan.parquet"))) == 1

@@ -26,7 +26,6 @@ positions: ``training.positions.packed``.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +59,14 @@ from training.packed_attention import (  # noqa: F401  (re-exported: the trainer
     isolated_attention_kwargs,
     register_packed_attention,
 )
+from training.positions.packed import (
+    MODES,
+    PackedPositions,
+    PositionRule,
+    StockMRoPE,
+    packed_position_ids,
+)
 from training.sample_index import MappedRows, MappedTable, index_dir
-from training.positions.packed import MODES, PackedPositions, PositionRule, StockMRoPE, packed_position_ids
 
 IGNORE_INDEX = -100
 SEQUENCE_COLUMNS = ("seq_id", "mode", "sample_ids", "sources", "lengths")

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+from pyarrow import ipc
 
 from assets.contract.atomic import atomic_path
 
@@ -96,19 +96,18 @@ class MappedTable:
         if self.columns is not None:
             schema = pa.schema([schema.field(c) for c in self.columns])
         hashes: list[np.ndarray] = []
-        with atomic_path(self.arrow_path) as tmp:
+        with atomic_path(self.arrow_path) as tmp:  # renamed last: an Arrow copy in place means a complete index
             with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, schema) as writer:
                 for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=self.columns):
                     writer.write_batch(batch)
                     if self.key:
                         keys = batch.column(self.key).to_pylist()
                         hashes.append(np.fromiter((key_hash(str(k)) for k in keys), np.int64, len(keys)))
-        if self.key:
-            h = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)
-            order = np.argsort(h, kind="stable")
-            for path, array in ((self.rows_path, order.astype(np.int64)), (self.keys_path, h[order])):
-                with atomic_path(path) as tmp:
-                    with open(tmp, "wb") as f:
+            if self.key:
+                h = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)
+                order = np.argsort(h, kind="stable")
+                for path, array in ((self.rows_path, order.astype(np.int64)), (self.keys_path, h[order])):
+                    with atomic_path(path) as part, open(part, "wb") as f:
                         np.save(f, array)
 
     def _open(self, expected_rows: int) -> bool:

@@ -6,7 +6,6 @@ import time
 from typing import Optional
 
 import dagster as dg
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_markdown, shrink_png
@@ -24,8 +23,7 @@ from assets.video.frames import (
     VIDEO_SCHEMA,
     VideoFramesConfig,
     config_summary,
-    run_video_frames,
-    video_refs,
+    materialize_video_frames,
 )
 from assets.video.grid import HybridConfig
 from assets.video.plan import VideoSamplingConfig
@@ -152,12 +150,9 @@ def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
 def _materialize_video_frames(context, config, store: DataStore, quality: QualityPolicy, video_sources: list[str]):
     cfg = config.to_config()
     inputs = chatml_inputs(store, video_sources, quality, "video_frames")
-    refs = []
-    for path in inputs.paths.values():
-        refs += video_refs(pq.read_table(path))
     out_dir = store.stage_dir(STAGE)
     started = time.monotonic()
-    result = run_video_frames(refs, out_dir, cfg, log=context.log.info)
+    refs, result = materialize_video_frames(inputs.paths.values(), out_dir, cfg, log=context.log.info)
     seconds = time.monotonic() - started
     ok = [v for v in result.videos if v["status"] == "ok"]
     bad = [v for v in result.videos if v["status"] != "ok"]

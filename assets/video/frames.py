@@ -38,6 +38,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,7 +194,7 @@ class VideoFramesConfig:
         return self.workers or host_cores()
 
     @property
-    def encoder(self) -> "FrameEncoder":
+    def encoder(self) -> FrameEncoder:
         if self.frame_store == "png":
             return PngEncoder(self.png_compress_level, self.png_zlib_strategy)
         return store_encoder(self.frame_store)
@@ -388,14 +389,60 @@ class VideoRef:
     source_rows: list[int]
 
 
-def video_refs(conversations: pa.Table) -> list[VideoRef]:
-    """Every video part of every conversation, in order."""
+REF_COLUMNS = ["sample_id", "source", "messages", "source_rows"]
+
+
+def video_refs(conversations: pa.Table, keep: Callable[[str], bool] | None = None) -> list[VideoRef]:
+    """Every video part of every conversation (whose ``sample_id`` ``keep`` accepts), in order."""
     refs = []
-    for row in conversations.select(["sample_id", "source", "messages", "source_rows"]).to_pylist():
+    for batch in conversations.select(REF_COLUMNS).to_batches(max_chunksize=REF_BATCH_ROWS):
+        refs += _batch_refs(batch, keep)
+    return refs
+
+
+REF_BATCH_ROWS = 2048
+
+
+def _batch_refs(batch: pa.RecordBatch, keep: Callable[[str], bool] | None) -> list[VideoRef]:
+    refs = []
+    if "n_videos" in batch.schema.names:  # skip the rows without video before turning any into Python
+        import pyarrow.compute as pc
+
+        batch = batch.filter(pc.greater(batch.column("n_videos"), 0))
+    for row in batch.select(REF_COLUMNS).to_pylist():
+        if keep is not None and not keep(row["sample_id"]):
+            continue
         parts = [p for m in row["messages"] for p in m["content"] if p["type"] == "video"]
         for k, p in enumerate(parts):
             refs.append(VideoRef(row["sample_id"], row["source"], k, p["path"], p["fps"], p["max_frames"], row["source_rows"]))
     return refs
+
+
+def video_refs_from_files(paths: Iterable[str | Path], keep: Callable[[str], bool] | None = None,
+                          batch_rows: int = REF_BATCH_ROWS) -> list[VideoRef]:
+    """``video_refs`` of ChatML ``conversations.parquet`` files, read in record batches of
+    ``batch_rows`` (only the columns needed; rows without video never become Python objects)."""
+    refs: list[VideoRef] = []
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        columns = REF_COLUMNS + (["n_videos"] if "n_videos" in parquet.schema_arrow.names else [])
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            refs += _batch_refs(batch, keep)
+    return refs
+
+
+def materialize_video_frames(
+    conversation_paths: Iterable[str | Path],
+    out_dir: str | Path,
+    cfg: VideoFramesConfig,
+    log: Sink | None = None,
+    keep: Callable[[str], bool] | None = None,
+) -> tuple[list[VideoRef], VideoFramesResult]:
+    """The stage's compute, for any caller (the Dagster asset, a shard of it, a benchmark):
+    the video parts of the given ChatML files (samples ``keep`` accepts, all when None),
+    sampled into ``out_dir`` with ``cfg`` (``cfg.workers`` processes, 0 = every core)."""
+    refs = video_refs_from_files(conversation_paths, keep)
+    return refs, run_video_frames(refs, Path(out_dir), cfg, log=log)
 
 
 @dataclass
