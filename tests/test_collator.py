@@ -18,7 +18,13 @@ from assets.contract.conversation import CONVERSATION_SCHEMA
 from assets.contract.media import RejectRow
 from assets.defs.tokens import video_plans
 from assets.tokens.count import TokenCounter
-from assets.video.frames import VideoFramesConfig, read_frames, run_video_frames, video_refs
+from assets.video.frames import (
+    VideoFramesConfig,
+    read_frames,
+    run_video_frames,
+    sample_videos,
+    video_refs,
+)
 from assets.video.grid import HybridConfig
 from assets.video.inputs import expand_videos, video_pixel_values
 from assets.video.plan import VideoSamplingConfig
@@ -35,6 +41,7 @@ from training.collator import (
     choose_attn_implementation,
     isolated_attention_kwargs,
     load_packed_rows,
+    open_packed_rows,
     register_packed_attention,
 )
 from training.positions.apply import PositionMethodConfig, apply_position_method
@@ -396,7 +403,7 @@ def test_missing_frames_file_names_the_sample_and_the_file(root, normalized, pro
     assert builder(_seq([row], counter)).n_tokens == counter.count(row)["n_tokens"]
     (moved / "video_frames" / "frames" / frames_file.rsplit("/", 1)[-1]).unlink()
     builder = PackedBatchBuilder(processor, SampleStore(moved))
-    with pytest.raises(MissingMediaError, match=rf"{row['sample_id']}.*frames file missing: .*{key}\.parquet"):
+    with pytest.raises(MissingMediaError, match=rf"{row['sample_id']}.*frames file missing: .*{key}\.plan\.parquet"):
         builder(_seq([row], counter))
 
 
@@ -412,3 +419,85 @@ def test_missing_image_and_wrong_length_are_clear_errors(normalized, builder, co
                 p["path"] = str(tmp_path / "gone.jpg")
     with pytest.raises(MissingMediaError, match=rf"{row['sample_id']}.*gone.jpg"):
         builder.samples(row)
+
+
+# -- reading by key (memory-mapped Arrow) against whole tables -------------------------------
+
+
+class WholeTableStore(SampleStore):
+    """The collator's previous way of finding samples, kept as the reference: every
+    conversation table read whole with a dict of its sample ids, and a dict of every
+    (sample, video) from ``sample_videos``, over a video_frames folder of PNG shards."""
+
+    def __init__(self, root, png_frames):
+        super().__init__(root)
+        self.whole = {}
+        self.videos = sample_videos(png_frames)
+
+    def conversation(self, sample_id, source=None):
+        if source not in self.whole:
+            table = pq.read_table(self.layout.conversations(source))
+            self.whole[source] = {r["sample_id"]: r for r in table.to_pylist()}
+        if sample_id not in self.whole[source]:
+            raise SampleNotFoundError(sample_id)
+        return self.whole[source][sample_id]
+
+    def _video_entry(self, sample_id, video_no):
+        return self.videos.get((sample_id, video_no))
+
+
+def _same_batch(a, b):
+    assert a.seq_id == b.seq_id and a.mode == b.mode and a.sample_ids == b.sample_ids
+    for name in ("input_ids", "labels", "mm_token_type_ids", "pixel_values", "image_grid_thw",
+                 "pixel_values_videos", "video_grid_thw"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None) and (x is None or torch.equal(x, y)), (a.seq_id, name)
+    assert torch.equal(a.positions.position_ids, b.positions.position_ids)
+    assert a.cu_seqlens.tolist() == b.cu_seqlens.tolist()
+
+
+def test_mapped_reading_collates_the_embedded_demo_exactly_like_whole_tables(root, normalized, processor, counter,
+                                                                              tmp_path):
+    """Every countable embedded sample, packed four to a sequence: the rows read through
+    ``open_packed_rows`` and the samples through the mapped index (frames from plan shards)
+    give the same batches as whole tables, dicts and PNG shards."""
+    png = tmp_path / "png_frames"
+    one = lambda s: video_refs(pa.Table.from_pylist([normalized[s].conversations[0].to_row()], schema=CONVERSATION_SCHEMA))
+    run_video_frames(one("sharegpt4v"), png, VideoFramesConfig(workers=1, frame_store="png"))
+    hybrid = VideoSamplingConfig(hybrid=HybridConfig(4, 24, 3, min_frames=0))
+    run_video_frames(one("llava_video") + one("sharegpt4o"), tmp_path / "png_hybrid",
+                     VideoFramesConfig(sampling=hybrid, workers=1, frame_store="png"))
+    for table in ("samples.parquet", "videos.parquet"):
+        merged = pa.concat_tables([pq.read_table(png / table), pq.read_table(tmp_path / "png_hybrid" / table)])
+        pq.write_table(merged, png / table)
+    assert set(pq.read_table(root / "video_frames" / "videos.parquet").column("frame_store").to_pylist()) == {"plan"}
+    rows = []
+    for res in normalized.values():
+        for conv in res.conversations:
+            try:
+                counter.count(conv.to_row())
+            except RejectRow:
+                continue
+            rows.append(conv.to_row())
+    seqs = [{**_seq(rows[k:k + 4], counter, "isolated" if k % 8 else "concat", f"demo-{k}"), "capacity": 1 << 20}
+            for k in range(0, len(rows), 4)]
+    (tmp_path / "packed").mkdir()
+    half = len(seqs) // 2
+    pq.write_table(pa.Table.from_pylist(seqs[:half]), tmp_path / "packed" / "a.parquet", row_group_size=3)
+    pq.write_table(pa.Table.from_pylist(seqs[half:]), tmp_path / "packed" / "b.parquet")
+    mapped = open_packed_rows(tmp_path / "packed", root)
+    whole = load_packed_rows(tmp_path / "packed")
+    assert len(mapped) == len(whole) == len(seqs) and [mapped[i] for i in range(len(mapped))] == whole
+    assert mapped[-1] == whole[-1] and mapped[2:5] == whole[2:5]
+    new = PackedBatchBuilder(processor, SampleStore(root))
+    old = PackedBatchBuilder(processor, WholeTableStore(root, png))
+    videos = 0
+    for i in range(len(mapped)):
+        a, b = new(mapped[i]), old(whole[i])
+        _same_batch(a, b)
+        videos += 0 if a.video_grid_thw is None else len(a.video_grid_thw)
+    assert len(rows) >= 60 and videos >= 3 + 3  # three videos, two of them hybrid (several grid rows)
+    assert sorted(p.suffix for p in (root / "collator_index").iterdir()) .count(".arrow") >= len(normalized)
+    with pytest.raises(CollateError, match="missing columns"):
+        pq.write_table(pa.table({"seq_id": ["x"]}), tmp_path / "bad.parquet")
+        open_packed_rows(tmp_path / "bad.parquet", root)

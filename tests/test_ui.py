@@ -237,7 +237,7 @@ def test_ui_shows_described_column_schemas(ui_metadata):
         columns = with_schema[key]["schema"]["columns"]
         assert columns and [c["name"] for c in columns if not c["description"]] == [], key
     frames = {c["name"]: c for c in with_schema["video_frames"]["schema"]["columns"]}
-    assert "png" in frames and frames["timestamp"]["description"].startswith("time of the frame")
+    assert "digest" in frames and frames["timestamp"]["description"].startswith("time of the frame")
 
 
 def test_ui_shows_the_contact_sheet_and_readable_checkpoint_metadata(ui_metadata):

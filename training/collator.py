@@ -26,7 +26,6 @@ positions: ``training.positions.packed``.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from assets.contract.chat_template import (
     render_chatml,
 )
 from assets.contract.layout import DataLayout
-from assets.video.frames import sample_videos
+from assets.video.frames import FramesUnavailable, load_frames
 from assets.video.inputs import video_pixel_values
 from training.packed_attention import (  # noqa: F401  (re-exported: the trainer imports them from here)
     PACKED_ATTENTION,
@@ -60,7 +59,14 @@ from training.packed_attention import (  # noqa: F401  (re-exported: the trainer
     isolated_attention_kwargs,
     register_packed_attention,
 )
-from training.positions.packed import MODES, PackedPositions, PositionRule, StockMRoPE, packed_position_ids
+from training.positions.packed import (
+    MODES,
+    PackedPositions,
+    PositionRule,
+    StockMRoPE,
+    packed_position_ids,
+)
+from training.sample_index import MappedRows, MappedTable, index_dir
 
 IGNORE_INDEX = -100
 SEQUENCE_COLUMNS = ("seq_id", "mode", "sample_ids", "sources", "lengths")
@@ -104,51 +110,84 @@ def load_packed_rows(paths: str | Path | Iterable[str | Path]) -> list[dict[str,
     return rows
 
 
+def open_packed_rows(paths: str | Path | Iterable[str | Path], data_root: str | Path) -> MappedRows:
+    """``load_packed_rows`` without loading: the same rows in the same order, each read from a
+    memory-mapped Arrow copy when indexed (``training.sample_index``), so a training rank
+    holds no sequence it is not collating."""
+    rows = MappedRows(paths, index_dir(data_root))
+    for table in rows.tables:
+        missing = [c for c in SEQUENCE_COLUMNS if c not in table.schema.names]
+        if missing:
+            raise CollateError(f"{table.source}: not a packed sequence shard, missing columns {missing}")
+    return rows
+
+
 # -- resolving samples -----------------------------------------------------------------------
 
 
 class SampleStore:
-    """Conversations and video frames under a data root, loaded lazily and cached.
+    """Conversations and video frames under a data root, read one sample at a time.
 
-    ``conversation(sample_id, source)`` reads ``chatml/<source>/conversations.parquet`` once per
-    source; ``video_inputs(sample_id, video_no)`` reads the frames shard named by
-    ``video_frames/videos.parquet`` (a moved data root is handled: a ``frames_file`` that is not
-    where it was written is looked up under ``video_frames/frames/``).
+    ``conversation(sample_id, source)`` looks the row up in ``chatml/<source>/conversations.parquet``
+    through a memory-mapped Arrow copy and a hash index (``training.sample_index``, built once
+    per file and shared by every rank on a host), so a rank holds the rows it collates, not the
+    tables. ``video_inputs(sample_id, video_no)`` finds the sample's video the same way in
+    ``video_frames/samples.parquet`` and ``videos.parquet`` and reads its frames shard (a moved
+    data root is handled: a ``frames_file`` that is not where it was written is looked up under
+    ``video_frames/frames/``). ``decode_workers``: cores for decoding a plan shard's frames
+    (None = the host; 1 in each of several data-loader workers).
     """
 
-    def __init__(self, data_root: str | Path) -> None:
+    def __init__(self, data_root: str | Path, decode_workers: int | None = None) -> None:
         self.root = Path(data_root)
         self.layout = DataLayout(self.root)
-        self._tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
-        self._videos: dict[tuple[str, int], dict[str, Any]] | None = None
+        self.decode_workers = decode_workers
+        self.cache_dir = index_dir(self.root)
+        self._tables: dict[str, list[MappedTable]] = {}
+        self._video_tables: list[tuple[MappedTable, MappedTable]] | None = None
 
-    def _source_table(self, source: str) -> tuple[pa.Table, dict[str, int]]:
+    def _source_table(self, source: str) -> list[MappedTable]:
+        """Every shard's part of ``source`` (docs/shards.md), each mapped and indexed."""
         if source not in self._tables:
-            parts = self.layout.conversation_parts(source)  # every shard's part, in shard order
+            parts = self.layout.conversation_parts(source)
             if not parts:
                 raise SampleNotFoundError(f"source {source!r}: no conversation table at {self.layout.chatml(source)}")
-            table = pa.concat_tables([pq.read_table(p) for p in parts])
-            index = {sid: i for i, sid in enumerate(table.column("sample_id").to_pylist())}
-            self._tables[source] = (table, index)
+            self._tables[source] = [MappedTable(p, self.cache_dir, key="sample_id") for p in parts]
         return self._tables[source]
 
     def conversation(self, sample_id: str, source: str | None = None) -> dict[str, Any]:
         """The conversation row of ``sample_id`` (searching every source when none is given)."""
         sources = [source] if source else self.layout.chatml_sources()
         for s in sources:
-            table, index = self._source_table(s)
-            if sample_id in index:
-                return table.slice(index[sample_id], 1).to_pylist()[0]
+            for part in self._source_table(s):
+                found = part.lookup(sample_id)
+                if found:
+                    return found[0]
         where = self.layout.conversations(source or "*")
         raise SampleNotFoundError(f"sample {sample_id!r} not found in {where}")
 
-    def _video_index(self) -> dict[tuple[str, int], dict[str, Any]]:
-        if self._videos is None:
-            self._videos = {k: v for part in self.layout.video_frames_parts() for k, v in sample_videos(part).items()}
-        return self._videos
+    def _video_entry(self, sample_id: str, video_no: int) -> dict[str, Any] | None:
+        """The sample's ``samples.parquet`` row joined with its ``videos.parquet`` row (as
+        ``assets.video.frames.sample_videos`` joins them), or None."""
+        if self._video_tables is None:  # every shard's tables (a sample's video row is in its own shard's)
+            self._video_tables = [
+                (MappedTable(folder / "samples.parquet", self.cache_dir, key="sample_id"),
+                 MappedTable(folder / "videos.parquet", self.cache_dir, key="video_key"))
+                for folder in self.layout.video_frames_parts() if (folder / "videos.parquet").is_file()
+            ]
+        for samples, videos in self._video_tables:
+            parts = [r for r in samples.lookup(sample_id) if r["video_no"] == video_no]
+            if parts:
+                break
+        else:
+            return None
+        part = parts[-1]  # the last row wins, as in sample_videos' dict
+        found = videos.lookup(part["video_key"]) if part["video_key"] else []
+        missing = {"status": "missing", "reason": "missing", "detail": "video not in videos.parquet"}
+        return {**(found[-1] if found else missing), "sample_path": part["path"], "video_key": part["video_key"]}
 
     def _frames_file(self, sample_id: str, video_no: int) -> tuple[Path, list[list[int]]]:
-        entry = self._video_index().get((sample_id, video_no))
+        entry = self._video_entry(sample_id, video_no)
         if entry is None:
             raise MissingMediaError(
                 f"sample {sample_id!r}: video {video_no} has no entry in {self.layout.video_frames / 'samples.parquet'}"
@@ -167,17 +206,19 @@ class SampleStore:
         return path, json.loads(entry["grids"])
 
     def video_inputs(self, sample_id: str, video_no: int) -> tuple[np.ndarray, np.ndarray]:
-        """(pixel_values_videos rows, video_grid_thw rows) of one video of a sample."""
-        from PIL import Image
-
+        """(pixel_values_videos rows, video_grid_thw rows) of one video of a sample: the frames
+        of its shard, whatever the frame store (a plan shard decodes them from the source video,
+        bit-identical to the png store's, ``load_frames``)."""
         path, grids = self._frames_file(sample_id, video_no)
         try:
-            table = pq.read_table(path, columns=["frame", "grid_row", "png"]).sort_by("frame")
-            frames = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table.column("png").to_pylist()]
-        except (OSError, pa.ArrowException) as exc:
+            _, frames = load_frames(path, workers=self.decode_workers)
+            rows = pq.read_table(path, columns=["frame", "grid_row"]).sort_by("frame").column("grid_row").to_pylist()
+        except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
             raise MissingMediaError(f"sample {sample_id!r}: video {video_no} frames file unreadable: {path}: {exc}") from None
+        except FramesUnavailable as exc:
+            raise MissingMediaError(f"sample {sample_id!r}: video {video_no}: {exc}") from None
         try:
-            return video_pixel_values(frames, table.column("grid_row").to_pylist(), [tuple(g) for g in grids])
+            return video_pixel_values(frames, rows, [tuple(g) for g in grids])
         except ValueError as exc:
             raise CollateError(f"sample {sample_id!r}: video {video_no} ({path}): {exc}") from None
 
@@ -450,7 +491,7 @@ class PackedSequenceDataset(torch.utils.data.Dataset):
     model's sampler keep ``num_workers=0`` so the deltas come from the model's one stream."""
 
     def __init__(self, rows: Sequence[Mapping[str, Any]], builder: PackedBatchBuilder) -> None:
-        self.rows = list(rows)
+        self.rows = rows  # a list or ``open_packed_rows``' mapped rows: indexed, never copied
         self.builder = builder
 
     def __len__(self) -> int:

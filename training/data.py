@@ -8,8 +8,10 @@ starting with ``_`` are metadata the trainer does not pass to the model (e.g. ``
 
 Sources (``TrainConfig.batch_source``):
 
-* ``packed`` - the real collator (``training/collator.py``: ``load_packed_rows``,
-  ``PackedBatchBuilder``, ``SampleStore``) over the stage's mixture shards. Imported lazily so
+* ``packed`` - the real collator (``training/collator.py``: ``open_packed_rows``,
+  ``PackedBatchBuilder``, ``SampleStore``) over the stage's mixture shards. Rows, conversations
+  and video entries are read by index from memory-mapped Arrow copies (``training.sample_index``),
+  so a rank holds only the sequence it is collating, not the tables. Imported lazily so
   the trainer, its tests and the CLI work before/without it. ``PackedBatch`` results are turned
   into dicts with their ``model_inputs()``.
 * ``file:<path>`` - a list of such dicts saved with ``torch.save`` (tests, benchmarks, a
@@ -31,14 +33,14 @@ from typing import Any
 
 import torch
 
-from training.collator import PackedBatchBuilder, SampleStore, load_packed_rows
+from training.collator import PackedBatchBuilder, SampleStore, open_packed_rows
 from training.config import TrainConfig
 from training.loss import hf_model
 from training.positions.packed import position_rule_for_model
 
 
 class PackedSource(Sequence):
-    """The collator over the mixture shards (lazy: a row becomes tensors when indexed).
+    """The collator over the mixture shards (lazy: a row is read, then becomes tensors, when indexed).
 
     Written against the collator branch's API (``PackedBatchBuilder(processor, store, mode=None,
     position_fn=None, attn_implementation="sdpa", ...)`` returning a ``PackedBatch`` with
@@ -48,7 +50,7 @@ class PackedSource(Sequence):
     """
 
     def __init__(self, cfg: TrainConfig, processor: Any, model: Any = None) -> None:
-        self.rows = load_packed_rows([str(s) for s in cfg.shards])
+        self.rows = open_packed_rows([str(s) for s in cfg.shards], cfg.data_root)
         if not self.rows:
             raise ValueError(f"the shards {cfg.shards} hold no packed sequences")
         accepted = inspect.signature(PackedBatchBuilder).parameters

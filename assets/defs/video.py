@@ -6,7 +6,6 @@ import time
 from typing import Optional
 
 import dagster as dg
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from assets.contract.markdown import counts_table, histogram_md, markdown_table, png_markdown, shrink_png
@@ -20,20 +19,19 @@ from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.video.contact_sheet import contact_sheet_png
 from assets.video.frames import (
-    FRAME_SCHEMA,
     STAGE,
+    STORE_SCHEMAS,
     VIDEO_SCHEMA,
     VideoFramesConfig,
     config_summary,
-    run_video_frames,
-    video_refs,
+    materialize_video_frames,
 )
 from assets.video.grid import HybridConfig
 from assets.video.plan import VideoSamplingConfig
 
 VIDEO_SOURCES = [s.name for s in SOURCES if s.category == "video"]
 # Bump when sampling or shard output changes (data version = hash(code version, input versions)).
-VIDEO_FRAMES_CODE_VERSION = "3"  # 2: qwen-vl-utils frame rule, torch resize; 3: one partition per shard
+VIDEO_FRAMES_CODE_VERSION = "4"  # 2: qwen-vl-utils frame rule, torch resize; 3: frame stores, plan by default; 4: one partition per shard
 
 
 _SAMPLING = VideoSamplingConfig()
@@ -81,7 +79,18 @@ class VideoSamplingParams(dg.Config):
 
 
 class VideoFramesAssetConfig(VideoSamplingParams):
-    workers: int = Field(default=2, description="Videos sampled at once (processes); each gets its share of the host's cores.")
+    workers: int = Field(
+        default=0,
+        description="Videos sampled at once (processes), 0 = every core of the host; each video decodes with its "
+        "share of the cores.",
+    )
+    frame_store: str = Field(
+        default=VideoFramesConfig().frame_store,
+        description="What a frames shard keeps per frame: plan (the frame plan and a digest per frame; the collator "
+        "decodes the frames from the source video at training time, bit-identical, checked; kilobytes per video), "
+        "png or webp (lossless pixels, hundreds of kB per sampled second). Part of the cache key "
+        "(benchmarks/frame_store.md).",
+    )
     decoder: str = Field(
         default="auto",
         description="auto: ffmpeg select pipe checked against decord (falls back to it); decord: decord only. "
@@ -89,7 +98,8 @@ class VideoFramesAssetConfig(VideoSamplingParams):
     )
 
     def to_config(self) -> VideoFramesConfig:
-        return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder)
+        return VideoFramesConfig(sampling=self.sampling(), workers=self.workers, decoder=self.decoder,
+                                 frame_store=self.frame_store)
 
 
 def sources_of_videos(samples: list[dict]) -> dict[str, str]:
@@ -104,9 +114,10 @@ def sources_of_videos(samples: list[dict]) -> dict[str, str]:
 VIDEO_FRAMES_DESCRIPTION = (
     "Every video a ChatML sample references, sampled at 2 fps by qwen-vl-utils' rule (ffmpeg select pipe checked "
     "against decord, decord fallback, ffmpeg transcode for unreadable files), resized to smart_resize with "
-    "torchvision's bicubic antialias under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; frames as PNG in one "
-    "Parquet file per video, incremental by content hash. One partition per shard of sample ids (the "
-    "shard's videos/samples tables under `shards/<shard>/`; the frame files are shared by content key). Its row count is the number of sampled frames "
+    "torchvision's bicubic antialias under per-frame and per-video pixel budgets, hybrid resolution above 512 frames; one "
+    "Parquet shard per video (frame_store: the frame plan with a digest per frame, decoded from the source at training "
+    "time, by default; or the frames as lossless PNG/WebP), incremental by content hash. One partition per shard of sample ids (the shard's videos/samples "
+    "tables under `shards/<shard>/`; the frame files are shared, keyed by content). Its row count is the number of sampled frames "
     "(one row per frame in `frames/*.parquet`); `videos_schema` describes videos.parquet, one row per video."
 )
 
@@ -135,7 +146,7 @@ def build_video_frames(video_sources: list[str]) -> dg.AssetsDefinition:
         description=VIDEO_FRAMES_DESCRIPTION,
         check_specs=VIDEO_FRAMES_CHECKS,
         owners=[DATA_TEAM],
-        metadata={"sources": ", ".join(video_sources), "dagster/column_schema": column_schema(FRAME_SCHEMA)},
+        metadata={"sources": ", ".join(video_sources), "dagster/column_schema": column_schema(STORE_SCHEMAS[VideoFramesConfig().frame_store])},
     )(video_frames)
 
 
@@ -143,13 +154,11 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
     cfg = config.to_config()
     shard = shard_of_run(context)
     inputs = chatml_inputs(store, video_sources, quality, "video_frames", shard.key)
-    refs = []
-    for path in inputs.paths.values():
-        refs += video_refs(pq.read_table(path))
     out_dir = store.layout.video_frames_shard(shard.key)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result = run_video_frames(refs, out_dir, cfg, log=context.log.info, frames_dir=store.stage_dir(STAGE) / "frames")
+    refs, result = materialize_video_frames(inputs.paths.values(), out_dir, cfg, log=context.log.info,
+                                            frames_dir=store.stage_dir(STAGE) / "frames")
     seconds = time.monotonic() - started
     ok = [v for v in result.videos if v["status"] == "ok"]
     bad = [v for v in result.videos if v["status"] != "ok"]
@@ -178,7 +187,8 @@ def _materialize_video_frames(context, config, store: DataStore, quality: Qualit
         metadata={
             "dagster/row_count": frames,
             "row_count_unit": "frames (one row per sampled frame; videos are in videos_table)",
-            "dagster/column_schema": column_schema(FRAME_SCHEMA),
+            "dagster/column_schema": column_schema(STORE_SCHEMAS[cfg.frame_store]),
+            "frame_store": cfg.frame_store,
             "videos_schema": schema_metadata(VIDEO_SCHEMA),
             "contact_sheet": dg.MetadataValue.md(
                 png_markdown(shrink_png(sheet), "sampled frames per video (red: hybrid)") if sheet else "_(no video sampled)_"

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assets.contract.markdown import figure_png, pyplot
+from assets.video.frames import load_frames, shard_plan
 
 HYBRID_COLOUR = "#d0312d"
 
@@ -42,18 +43,23 @@ def choose_videos(videos: Sequence[Mapping[str, Any]], sources: Mapping[str, str
 
 
 def sampled_frames(shard: str | Path, per_video: int) -> list[tuple[float, int, np.ndarray]]:
-    """(timestamp, grid row, RGB array) of ``per_video`` frames spread over the shard's plan."""
+    """(timestamp, grid row, RGB array) of ``per_video`` frames spread over the shard's plan
+    (any frame store: a plan shard decodes its frames from the source video)."""
     from PIL import Image
 
-    table = pq.read_table(shard, columns=["frame", "timestamp", "grid_row", "png"])
+    table = pq.read_table(shard, columns=["frame", "timestamp", "grid_row"]).sort_by("frame")
     n = table.num_rows
     if n == 0:
         return []
     picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(per_video, n))})
     rows = table.take(picks).to_pylist()
-    return [
-        (r["timestamp"], r["grid_row"], np.asarray(Image.open(io.BytesIO(r["png"])).convert("RGB"))) for r in rows
-    ]
+    if shard_plan(shard)["frame_store"] == "png":  # only the picked images are decoded
+        images = pq.read_table(shard, columns=["png"]).take(picks).column("png").to_pylist()
+        frames = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in images]
+    else:
+        _, every = load_frames(shard)
+        frames = [every[i] for i in picks]
+    return [(r["timestamp"], r["grid_row"], f) for r, f in zip(rows, frames)]
 
 
 def contact_sheet_png(

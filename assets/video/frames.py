@@ -3,12 +3,24 @@ at 2 fps (optionally hybrid resolution) into Parquet shards, in parallel and inc
 
 Layout under the stage folder (readable with pyarrow/polars/datasets, no project code needed):
 
-* ``frames/<video_key>.parquet``: one row per sampled frame: ``video_key``, ``frame`` (position
-  in the plan), ``frame_index`` (in the source), ``timestamp`` (s), ``height``, ``width``,
-  ``grid_row`` (its ``video_grid_thw`` row) and ``png`` (lossless PNG bytes of the resized frame,
-  zlib RLE strategy: see ``VideoFramesConfig.png_zlib_strategy``).
-  The plan is in the file's schema metadata (``giraffe_plan``). One file per video scales to
-  millions of frames: writers never contend and a re-run only writes the new videos;
+* ``frames/<video_key><suffix>.parquet``: one row per sampled frame: ``video_key``, ``frame``
+  (position in the plan), ``frame_index`` (in the source), ``timestamp`` (s), ``height``,
+  ``width``, ``grid_row`` (its ``video_grid_thw`` row) and what the frame store keeps of the
+  resized frame (``VideoFramesConfig.frame_store``, ``benchmarks/frame_store.md``):
+
+  - ``png`` (suffix empty): ``png``, lossless PNG bytes (zlib RLE strategy, see
+    ``VideoFramesConfig.png_zlib_strategy``);
+  - ``webp`` (suffix ``.webp``): ``webp``, lossless WebP bytes (method 0);
+  - ``plan`` (suffix ``.plan``): ``digest``, the sha256 of the frame's RGB bytes, and no pixels:
+    the collator decodes the planned frames from the source video at training time with the
+    same decoder and resize (``load_frames``) and checks every frame against its digest, so a
+    different decoder, resize or file can never silently change the training pixels.
+    The shard holds kilobytes per video instead of hundreds per video-second.
+
+  The plan (with the store, the source path and its sha256, and the sampling settings) is in
+  the file's schema metadata (``giraffe_plan``). The store is in the file name, so changing it
+  samples again and leaving it does not. One file per video scales to millions of frames:
+  writers never contend and a re-run only writes the new videos;
 * ``videos.parquet``: one row per distinct video (status, reason, fps, frames, grids, tokens);
 * ``samples.parquet``: sample_id -> video_key for every video part, in order;
 * ``rejected.parquet``: samples whose video failed, in the shared rejected schema.
@@ -26,6 +38,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,34 +53,46 @@ from assets.contract.progress import Progress, Sink
 from assets.contract.schema import described
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import HybridConfig, PlanError
-from assets.video.pipe import decode_threads
+from assets.video.pipe import decode_threads, host_cores
 from assets.video.plan import VideoSamplingConfig
 
 STAGE = "video_frames"
+_PLAN_FIELDS = [
+    pa.field("video_key", pa.string(), nullable=False),
+    pa.field("frame", pa.int32(), nullable=False),
+    pa.field("frame_index", pa.int64(), nullable=False),
+    pa.field("timestamp", pa.float64(), nullable=False),
+    pa.field("height", pa.int32(), nullable=False),
+    pa.field("width", pa.int32(), nullable=False),
+    pa.field("grid_row", pa.int32(), nullable=False),
+]
+_PLAN_DOCS = {
+    "video_key": "sha256 of the file's bytes (24 hex) + hash of the sampling settings: the cache key",
+    "frame": "position of the frame in the plan (0, 1, ...)",
+    "frame_index": "index of the frame in the source video",
+    "timestamp": "time of the frame in the source video, seconds",
+    "height": "height after smart_resize, pixels (a multiple of 28)",
+    "width": "width after smart_resize, pixels (a multiple of 28)",
+    "grid_row": "the row of video_grid_thw this frame belongs to (hybrid plans have several)",
+}
 FRAME_SCHEMA = described(
-    pa.schema(
-        [
-            pa.field("video_key", pa.string(), nullable=False),
-            pa.field("frame", pa.int32(), nullable=False),
-            pa.field("frame_index", pa.int64(), nullable=False),
-            pa.field("timestamp", pa.float64(), nullable=False),
-            pa.field("height", pa.int32(), nullable=False),
-            pa.field("width", pa.int32(), nullable=False),
-            pa.field("grid_row", pa.int32(), nullable=False),
-            pa.field("png", pa.binary(), nullable=False),
-        ]
-    ),
-    {
-        "video_key": "sha256 of the file's bytes (24 hex) + hash of the sampling settings: the cache key",
-        "frame": "position of the frame in the plan (0, 1, ...)",
-        "frame_index": "index of the frame in the source video",
-        "timestamp": "time of the frame in the source video, seconds",
-        "height": "height after smart_resize, pixels (a multiple of 28)",
-        "width": "width after smart_resize, pixels (a multiple of 28)",
-        "grid_row": "the row of video_grid_thw this frame belongs to (hybrid plans have several)",
-        "png": "the resized frame, lossless PNG bytes",
-    },
+    pa.schema([*_PLAN_FIELDS, pa.field("png", pa.binary(), nullable=False)]),
+    {**_PLAN_DOCS, "png": "the resized frame, lossless PNG bytes"},
 )
+WEBP_FRAME_SCHEMA = described(
+    pa.schema([*_PLAN_FIELDS, pa.field("webp", pa.binary(), nullable=False)]),
+    {**_PLAN_DOCS, "webp": "the resized frame, lossless WebP bytes"},
+)
+PLAN_FRAME_SCHEMA = described(
+    pa.schema([*_PLAN_FIELDS, pa.field("digest", pa.string(), nullable=False)]),
+    {**_PLAN_DOCS, "digest": "sha256 (hex) of the resized frame's RGB bytes; the collator decodes the frame "
+                             "from the source video and checks it against this"},
+)
+FRAME_STORES = ("png", "webp", "plan")
+"""What a frames shard keeps of each resized frame (``benchmarks/frame_store.md``)."""
+STORE_SCHEMAS = {"png": FRAME_SCHEMA, "webp": WEBP_FRAME_SCHEMA, "plan": PLAN_FRAME_SCHEMA}
+STORE_COLUMNS = {"png": "png", "webp": "webp", "plan": "digest"}
+STORE_SUFFIX = {"png": "", "webp": ".webp", "plan": ".plan"}
 VIDEO_SCHEMA = described(
     pa.schema(
         [
@@ -87,6 +112,7 @@ VIDEO_SCHEMA = described(
             pa.field("visual_tokens", pa.int64()),
             pa.field("hybrid", pa.string()),
             pa.field("frames_file", pa.string()),
+            pa.field("frame_store", pa.string()),
         ]
     ),
     {
@@ -105,7 +131,8 @@ VIDEO_SCHEMA = described(
         "grids": "video_grid_thw rows as JSON [[t, h, w], ...]",
         "visual_tokens": "tokens the frames cost the model (sum of t x h x w / 4)",
         "hybrid": "hybrid resolution (L, m, s) as JSON when applied, else empty",
-        "frames_file": "its shard: frames/<video_key>.parquet",
+        "frames_file": "its shard: frames/<video_key><store suffix>.parquet",
+        "frame_store": "what the shard keeps per frame: png or webp (lossless pixels) or plan (decoded at training time)",
     },
 )
 SAMPLE_SCHEMA = described(
@@ -133,7 +160,10 @@ class VideoFramesConfig:
     """Settings of the stage (the Dagster config maps onto this)."""
 
     sampling: VideoSamplingConfig = field(default_factory=VideoSamplingConfig)
-    workers: int = 2
+    workers: int = 0
+    """Videos sampled at once (processes); 0 = every core of the host (``host_cores``). Each
+    video decodes with its share of the cores (``decode_threads``)."""
+
     png_compress_level: int = 1
     png_zlib_strategy: int = 3
     """zlib strategy of the PNG encoder: 3 = Z_RLE, which after PNG's row filters is smaller
@@ -144,9 +174,30 @@ class VideoFramesConfig:
     """``auto``: the ffmpeg select pipe, checked against decord and falling back to it;
     ``decord``: decord only. Both give the same frames, so this is not part of the cache key."""
 
+    frame_store: str = "plan"
+    """``plan`` | ``png`` | ``webp`` (``FRAME_STORES``): what a shard keeps of each frame.
+    Part of the cache key (the shard's file name). ``plan`` is the default for the real scale:
+    kilobytes per video instead of 0.3-1 MB per sampled second (178K videos: about 1 GB
+    instead of terabytes), for a training-time decode that the data-loader workers hide; see
+    ``benchmarks/frame_store.md``. ``png`` keeps lossless pixels beside the data (no source
+    videos needed at training time)."""
+
+    def __post_init__(self) -> None:
+        if self.frame_store not in FRAME_STORES:
+            raise ValueError(f"frame_store must be one of {FRAME_STORES}, got {self.frame_store!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = every core), got {self.workers}")
+
     @property
-    def encoder(self) -> "PngEncoder":
-        return PngEncoder(self.png_compress_level, self.png_zlib_strategy)
+    def processes(self) -> int:
+        """Videos at once: ``workers``, or every core of the host when it is 0."""
+        return self.workers or host_cores()
+
+    @property
+    def encoder(self) -> FrameEncoder:
+        if self.frame_store == "png":
+            return PngEncoder(self.png_compress_level, self.png_zlib_strategy)
+        return store_encoder(self.frame_store)
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -177,28 +228,79 @@ class PngEncoder:
         return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class WebpEncoder:
+    """Lossless WebP bytes of a frame. Method 0 is libwebp's fastest (about PNG level 1's
+    encode time); higher methods are 15-20% smaller and 10-30x slower to encode."""
+
+    method: int = 0
+
+    def __call__(self, frame) -> bytes:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="WEBP", lossless=True, quality=0, method=self.method, exact=True)
+        return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class FrameDigest:
+    """The plan store's "encoding": sha256 of the frame's RGB bytes (and its shape)."""
+
+    def __call__(self, frame) -> str:
+        return frame_digest(frame)
+
+
+FrameEncoder = PngEncoder | WebpEncoder | FrameDigest
+
+
+def frame_digest(frame) -> str:
+    """sha256 (hex) of a uint8 RGB frame's bytes, its shape included."""
+    import numpy as np
+
+    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    h = hashlib.sha256(repr(frame.shape).encode())
+    h.update(memoryview(frame).cast("B"))
+    return h.hexdigest()
+
+
+def store_encoder(store: str) -> FrameEncoder:
+    """The default encoder of a frame store."""
+    return {"png": PngEncoder(), "webp": WebpEncoder(), "plan": FrameDigest()}[store]
+
+
+def shard_path(frames_dir: str | Path, key: str, store: str = "png") -> Path:
+    return Path(frames_dir) / f"{key}{STORE_SUFFIX[store]}.parquet"
+
+
 def sample_to_shard(
     path: str,
     cfg: VideoSamplingConfig,
     frames_dir: str,
-    encoder: PngEncoder = PngEncoder(),
+    encoder: FrameEncoder | None = None,
     decode_workers: int | None = None,
     decoder: str = "auto",
+    store: str = VideoFramesConfig.frame_store,
 ) -> dict[str, Any]:
-    """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
-    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``:
-    the cores this video may use (``sample_video``'s ``workers``; None = the whole host)."""
+    """Worker: sample one video into its shard ``frames/<key><suffix>.parquet`` (or reuse it).
+    Returns the ``videos.parquet`` row; never raises for a bad video (the row says why).
+    ``decode_workers``: the cores this video may use (``sample_video``'s ``workers``; None = the
+    whole host). ``store``: ``FRAME_STORES``; ``encoder`` must produce that store's column
+    (None: the store's default, ``store_encoder``)."""
+    if store not in FRAME_STORES:
+        raise ValueError(f"frame_store must be one of {FRAME_STORES}, got {store!r}")
+    encoder = encoder or store_encoder(store)
     row: dict[str, Any] = {f.name: None for f in VIDEO_SCHEMA}
-    row.update(path=path, cached=False, video_key="")
+    row.update(path=path, cached=False, video_key="", frame_store=store)
     try:
         digest = file_digest(path)
     except OSError as exc:
         return {**row, "status": "rejected", "reason": "missing_media", "detail": str(exc)}
     key = video_key(digest, cfg)
     row["video_key"] = key
-    shard = Path(frames_dir) / f"{key}.parquet"
+    shard = shard_path(frames_dir, key, store)
     failed = Path(frames_dir) / f"{key}.rejected.json"
-    plan = verified_shard_plan(shard)
+    plan = verified_shard_plan(shard, store)
     if plan is not None:
         return {**row, **_plan_columns(plan), "status": "ok", "cached": True, "frames_file": str(shard)}
     verdict = verified_rejection(failed)
@@ -209,7 +311,9 @@ def sample_to_shard(
     except (DecodeError, PlanError) as exc:
         write_json(failed, {"reason": exc.reason, "detail": exc.detail})
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
-    plan = {**got.plan.to_json(), "transcoded": got.transcoded, "decoder": got.decoder, "decoder_fallback": got.fallback}
+    plan = {**got.plan.to_json(), "transcoded": got.transcoded, "decoder": got.decoder, "decoder_fallback": got.fallback,
+            "frame_store": store, "source_path": str(path), "source_sha256": digest,
+            "sampling": config_summary(cfg)}
     n = len(got.frames)
     table = pa.Table.from_pydict(
         {
@@ -220,24 +324,26 @@ def sample_to_shard(
             "height": [s[0] for s in got.plan.sizes],
             "width": [s[1] for s in got.plan.sizes],
             "grid_row": got.plan.frame_rows,
-            "png": got.frames,
+            STORE_COLUMNS[store]: got.frames,
         },
-        schema=FRAME_SCHEMA.with_metadata({"giraffe_plan": json.dumps(plan)}),
+        schema=STORE_SCHEMAS[store].with_metadata({"giraffe_plan": json.dumps(plan)}),
     )
-    write_parquet(table, shard, compression="none")  # PNG bytes do not compress further
+    write_parquet(table, shard, compression="none")  # PNG/WebP bytes and hex digests do not compress further
     return {**row, **_plan_columns(plan), "status": "ok", "frames_file": str(shard)}
 
 
-def verified_shard_plan(shard: Path) -> dict[str, Any] | None:
-    """The plan of a frames shard that verifies (footer readable, schema, one row per planned
-    frame), else None: a torn or empty shard is recomputed, never trusted for existing."""
+def verified_shard_plan(shard: Path, store: str = "png") -> dict[str, Any] | None:
+    """The plan of a frames shard of ``store`` that verifies (footer readable, schema, one row
+    per planned frame), else None: a torn or empty shard is recomputed, never trusted for existing."""
     if not shard.is_file():
         return None
     try:
         meta = pq.read_metadata(shard)
         schema = meta.schema.to_arrow_schema()
         plan = json.loads(schema.metadata[b"giraffe_plan"])
-        if schema.remove_metadata() != FRAME_SCHEMA or meta.num_rows != int(plan["n_frames"]):
+        if schema.remove_metadata() != STORE_SCHEMAS[store] or meta.num_rows != int(plan["n_frames"]):
+            return None
+        if plan.get("frame_store", "png") != store:
             return None
         _plan_columns(plan)
     except Exception:  # any unreadable shard means "not done"
@@ -283,14 +389,62 @@ class VideoRef:
     source_rows: list[int]
 
 
-def video_refs(conversations: pa.Table) -> list[VideoRef]:
-    """Every video part of every conversation, in order."""
+REF_COLUMNS = ["sample_id", "source", "messages", "source_rows"]
+
+
+def video_refs(conversations: pa.Table, keep: Callable[[str], bool] | None = None) -> list[VideoRef]:
+    """Every video part of every conversation (whose ``sample_id`` ``keep`` accepts), in order."""
     refs = []
-    for row in conversations.select(["sample_id", "source", "messages", "source_rows"]).to_pylist():
+    for batch in conversations.select(REF_COLUMNS).to_batches(max_chunksize=REF_BATCH_ROWS):
+        refs += _batch_refs(batch, keep)
+    return refs
+
+
+REF_BATCH_ROWS = 2048
+
+
+def _batch_refs(batch: pa.RecordBatch, keep: Callable[[str], bool] | None) -> list[VideoRef]:
+    refs = []
+    if "n_videos" in batch.schema.names:  # skip the rows without video before turning any into Python
+        import pyarrow.compute as pc
+
+        batch = batch.filter(pc.greater(batch.column("n_videos"), 0))
+    for row in batch.select(REF_COLUMNS).to_pylist():
+        if keep is not None and not keep(row["sample_id"]):
+            continue
         parts = [p for m in row["messages"] for p in m["content"] if p["type"] == "video"]
         for k, p in enumerate(parts):
             refs.append(VideoRef(row["sample_id"], row["source"], k, p["path"], p["fps"], p["max_frames"], row["source_rows"]))
     return refs
+
+
+def video_refs_from_files(paths: Iterable[str | Path], keep: Callable[[str], bool] | None = None,
+                          batch_rows: int = REF_BATCH_ROWS) -> list[VideoRef]:
+    """``video_refs`` of ChatML ``conversations.parquet`` files, read in record batches of
+    ``batch_rows`` (only the columns needed; rows without video never become Python objects)."""
+    refs: list[VideoRef] = []
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        columns = REF_COLUMNS + (["n_videos"] if "n_videos" in parquet.schema_arrow.names else [])
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            refs += _batch_refs(batch, keep)
+    return refs
+
+
+def materialize_video_frames(
+    conversation_paths: Iterable[str | Path],
+    out_dir: str | Path,
+    cfg: VideoFramesConfig,
+    log: Sink | None = None,
+    keep: Callable[[str], bool] | None = None,
+    frames_dir: str | Path | None = None,
+) -> tuple[list[VideoRef], VideoFramesResult]:
+    """The stage's compute, for any caller (the Dagster asset, a shard of it, a benchmark):
+    the video parts of the given ChatML files (samples ``keep`` accepts, all when None),
+    sampled into ``out_dir`` with ``cfg`` (``cfg.workers`` processes, 0 = every core);
+    ``frames_dir`` (default ``out_dir/frames``) may be shared by several shards."""
+    refs = video_refs_from_files(conversation_paths, keep)
+    return refs, run_video_frames(refs, Path(out_dir), cfg, log=log, frames_dir=Path(frames_dir) if frames_dir else None)
 
 
 @dataclass
@@ -314,8 +468,8 @@ def run_video_frames(
     log: Sink | None = None,
     frames_dir: Path | None = None,
 ) -> VideoFramesResult:
-    """Sample every distinct (path, settings) once, in a process pool of ``cfg.workers``
-    processes; write the tables. Each video decodes with its share of the host's cores
+    """Sample every distinct (path, settings) once, in a process pool of ``cfg.processes``
+    processes (``workers``, 0 = every core); write the tables. Each video decodes with its share of the host's cores
     (``decode_threads(videos at once)``: ffmpeg threads and resize threads), so a single video
     gets the whole host and many videos do not oversubscribe it. ``log`` gets the progress
     lines (videos done, rate, ETA). ``frames_dir`` (default ``out_dir/frames``) may be shared by
@@ -327,13 +481,13 @@ def run_video_frames(
         jobs.setdefault((r.path, cfg.sampling.with_part(r.fps, r.max_frames)), None)
     job_list = list(jobs)
     progress = Progress(STAGE, len(job_list), log, unit="videos", closing_line=False)  # the asset's summary has the time
-    at_once = max(1, min(cfg.workers, len(job_list)))
+    at_once = max(1, min(cfg.processes, len(job_list)))
     cores = decode_threads(at_once)
     if at_once > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
         with ProcessPoolExecutor(at_once, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {
-                pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder): i
+                pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder, cfg.frame_store): i
                 for i, (p, c) in enumerate(job_list)
             }
             done: dict[int, dict[str, Any]] = {}
@@ -344,7 +498,7 @@ def run_video_frames(
     else:  # one video (or one worker): that video gets every core
         rows = []
         for p, c in job_list:
-            rows.append(sample_to_shard(p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder))
+            rows.append(sample_to_shard(p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder, cfg.frame_store))
             progress.update()
     progress.close()
     by_job = dict(zip(job_list, rows))
@@ -395,15 +549,71 @@ def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
-def read_frames(shard: str | Path):
-    """(plan dict, list of uint8 RGB arrays) of one shard: the way back from storage."""
+class FramesUnavailable(Exception):
+    """A shard's frames cannot be given back (plan store: the source is gone, changed, or no
+    longer decodes to the same pixels); the message says which and why."""
+
+
+def shard_plan(shard: str | Path) -> dict[str, Any]:
+    """The plan in a shard's schema metadata (``frame_store`` defaults to png for old shards)."""
+    plan = json.loads(pq.read_schema(shard).metadata[b"giraffe_plan"])
+    plan.setdefault("frame_store", "png")
+    return plan
+
+
+def sampling_from_summary(summary: dict[str, Any]) -> VideoSamplingConfig:
+    """The ``VideoSamplingConfig`` back from ``config_summary`` (stored in plan shards)."""
+    d = dict(summary)
+    d["hybrid"] = HybridConfig(**d["hybrid"]) if d.get("hybrid") else None
+    return VideoSamplingConfig(**d)
+
+
+def load_frames(shard: str | Path, workers: int | None = None, decoder: str | None = None):
+    """(plan dict, list of uint8 RGB arrays in plan order) of one shard, whatever its store.
+
+    png/webp shards decode their images. A plan shard decodes the planned frames from the
+    source video, as the stage did (the same ``sample_video``: decoder, resize, transcode),
+    after checking the file's sha256, then checks every frame against its stored digest: the
+    frames are bit-identical to the png store's or ``FramesUnavailable`` says why not.
+    ``workers``: the cores one video may use (None = the host; 1 in each of several data-loader workers);
+    ``decoder``: None = the one the stage used."""
     import numpy as np
     from PIL import Image
 
-    table = pq.read_table(shard)
-    plan = json.loads(table.schema.metadata[b"giraffe_plan"])
-    frames = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table.column("png").to_pylist()]
-    return plan, frames
+    plan = shard_plan(shard)
+    store = plan["frame_store"]
+    if store in ("png", "webp"):
+        table = pq.read_table(shard, columns=["frame", STORE_COLUMNS[store]]).sort_by("frame")
+        frames = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table.column(STORE_COLUMNS[store]).to_pylist()]
+        return plan, frames
+    table = pq.read_table(shard, columns=["frame", "digest"]).sort_by("frame")
+    source = plan["source_path"]
+    try:
+        digest = file_digest(source)
+    except OSError as exc:
+        raise FramesUnavailable(f"source video of {Path(shard).name} unreadable: {source}: {exc}") from None
+    if digest != plan["source_sha256"]:
+        raise FramesUnavailable(f"source video {source} changed since it was planned (sha256 {digest[:12]}, "
+                                f"planned {plan['source_sha256'][:12]}): run video_frames again")
+    cfg = sampling_from_summary(plan["sampling"])
+    use = decoder or ("auto" if plan.get("decoder") == "ffmpeg-pipe" else "decord")
+    try:
+        got = sample_video(source, cfg, workers=workers, decoder=use)
+    except (DecodeError, PlanError) as exc:
+        raise FramesUnavailable(f"source video {source} no longer decodes: {exc.reason}: {exc.detail}") from None
+    if got.plan.indices != plan["indices"] or [list(x) for x in got.plan.sizes] != plan["sizes"]:
+        raise FramesUnavailable(f"source video {source}: the plan differs from the stored one")
+    wanted = table.column("digest").to_pylist()
+    bad = [k for k, (f, d) in enumerate(zip(got.frames, wanted)) if frame_digest(f) != d]
+    if bad or len(got.frames) != len(wanted):
+        raise FramesUnavailable(f"source video {source}: frames {bad[:5]} decode to other pixels than the stage's "
+                                f"({got.decoder}; decoder or resize changed?): run video_frames again")
+    return plan, got.frames
+
+
+def read_frames(shard: str | Path):
+    """(plan dict, list of uint8 RGB arrays) of one shard: the way back from storage."""
+    return load_frames(shard)
 
 
 def sample_videos(video_dir: str | Path) -> dict[tuple[str, int], dict[str, Any]]:
