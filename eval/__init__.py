@@ -1,19 +1,14 @@
-"""Benchmark harnesses, plain Python (no Dagster): loaders for each benchmark's published
-format, the inference runner, answer parsing, scoring and effective-length analysis, the
-leaderboard, and the optional lmms-eval bridge.
+"""Benchmark harnesses, plain Python (no Dagster).
 
-Layout:
+Holds ``benchmarks/`` (one module per benchmark carrying its loader, embedded generator,
+scoring and leaderboard columns), ``items`` (the normalised item and prediction schemas),
+``formats`` (fetch options, the load context and cell helpers every loader shares),
+``embedded`` (drawing and parquet helpers the samples share), ``fetch`` (hub or embedded,
+same ``datasets`` code path), ``runner`` (a checkpoint with its position method, batched
+generation or likelihood scoring), ``parsing``, ``scoring`` (accuracy per split, the Visual
+Haystack curve and effective length), ``leaderboard`` (rows, table, regression check) and
+``lmms`` / ``lmms_pipes`` / ``lmms_plugin`` (lmms-eval). May import ``assets``' stage and
+contract packages and ``training``.
 
-* ``items``       the one normalised item every loader produces, and the prediction schema;
-* ``benchmarks``  the registry: hub id, published files, media, loader and embedded generator;
-* ``formats``     published rows -> items, one function per benchmark (prompts as lmms-eval);
-* ``haystack``    Visual Haystack: choosing/subsampling the published files, and the offline
-                  needle-task generator;
-* ``embedded``    generators of local samples in the other benchmarks' published layouts;
-* ``fetch``       ``datasets.load_dataset`` on a hub id or the local sample (same code path);
-* ``runner``      checkpoint loading with its position method, batched greedy generation;
-* ``parsing``     yes/no and option-letter answer parsing;
-* ``scoring``     accuracy per split, MME scores, Visual Haystack curve and effective length;
-* ``leaderboard`` rows, markdown table, plots, short-context regression check;
-* ``lmms``        lmms-eval: results parser, command line, and the model plugin.
+To add a benchmark, add a module to ``benchmarks/`` (see its package docstring).
 """

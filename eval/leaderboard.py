@@ -19,33 +19,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from assets.contract.markdown import figure_png, pyplot
+from eval.benchmarks import BENCHMARKS, Column
+from eval.benchmarks.base import Plot
 
 BASE = "base"
-COLUMNS = (
-    "model",
-    "method",
-    "source",
-    "vh_effective_images",
-    "vh_effective_tokens",
-    "vh_last_passing_images",
-    "videomme_short",
-    "videomme_medium",
-    "videomme_long",
-    "videomme_overall",
-    "longvideobench",
-    "mme_perception",
-    "mme_cognition",
-    "mme_pct",
-    "mmbench",
-    "answer_mode",
-)
+# model, method and source first, then each benchmark's own columns in registry order
+HEAD_COLUMNS = (Column("model", "model"), Column("method", "method"), Column("source", "source"))
+TAIL_COLUMNS = (Column("answer_mode", "answer mode"),)
+ALL_COLUMNS: tuple[Column, ...] = (*HEAD_COLUMNS, *(c for b in BENCHMARKS for c in b.columns), *TAIL_COLUMNS)
+COLUMNS: tuple[str, ...] = tuple(c.key for c in ALL_COLUMNS)
+BENCHMARK_COLUMNS: tuple[str, ...] = tuple(c.key for b in BENCHMARKS for c in b.columns)
+REGRESSION_METRICS: tuple[str, ...] = tuple(b.regression_metric for b in BENCHMARKS if b.regression_metric)
 LIKELIHOOD_NOTE = (
     "_answer mode `likelihood`: the argmax of each candidate answer's log-probability "
     "(lm-eval-harness multiple choice), not the paper's greedy-generation accuracy; "
     "the two are not comparable._"
 )
-VIDEOMME_DURATIONS = ("short", "medium", "long")
 
 
 def model_id(recipe: str | None = None, stage: str | None = None) -> str:
@@ -78,33 +67,12 @@ def collect(eval_root: Path, benchmarks: Sequence[str]) -> dict[str, dict[str, d
     return out
 
 
-def _pct(x: float | None) -> float | None:
-    return None if x is None else round(100 * x, 1)
-
-
 def row_for(model: str, summaries: Mapping[str, Mapping[str, Any]], method: str, source: str = "native") -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(model=model, method=method, source=source)
-    vh = summaries.get("visual_haystack")
-    if vh:
-        eff = vh.get("effective_length") or {}
-        row["vh_effective_images"] = eff.get("n_images")
-        row["vh_effective_tokens"] = None if eff.get("tokens") is None else round(eff["tokens"])
-        row["vh_last_passing_images"] = eff.get("last_passing_n")
-    vm = summaries.get("videomme")
-    if vm:
-        for d in VIDEOMME_DURATIONS:
-            row[f"videomme_{d}"] = _pct((vm["by_split"].get(d) or {}).get("accuracy"))
-        row["videomme_overall"] = _pct(vm["accuracy"])
-    if summaries.get("longvideobench"):
-        row["longvideobench"] = _pct(summaries["longvideobench"]["accuracy"])
-    mme = (summaries.get("mme") or {}).get("mme")
-    if mme:
-        row["mme_perception"] = round(mme["perception"], 1)
-        row["mme_cognition"] = round(mme["cognition"], 1)
-        row["mme_pct"] = None if mme.get("total_pct") is None else round(mme["total_pct"], 1)
-    if summaries.get("mmbench"):
-        row["mmbench"] = _pct(summaries["mmbench"]["accuracy"])
+    for bench in BENCHMARKS:
+        if summaries.get(bench.name):
+            row.update(bench.cells(summaries[bench.name]))
     modes = sorted({s.get("answer_mode", "generate") for s in summaries.values()})  # older scores: generate
     row["answer_mode"] = "+".join(modes) if modes else None
     return row
@@ -124,56 +92,25 @@ def sort_rows(rows: list[dict[str, Any]], stage_order: Sequence[str] = ()) -> li
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "_(nothing evaluated yet)_"
-    header = (
-        "| model | method | source | VH eff. images | VH eff. tokens | VideoMME S | M | L | overall "
-        "| LongVideoBench | MME-P | MME-C | MME % | MMBench | answer mode"
-    )
-    lines = [header + " |", "|" + "---|" * header.count("|")]
+    shown = [c for c in ALL_COLUMNS if c.in_table]
+    lines = ["| " + " | ".join(c.header for c in shown) + " |", "|" + "---|" * len(shown)]
     for r in rows:
-        cells = [r.get(c) for c in COLUMNS if c != "vh_last_passing_images"]
-        lines.append("| " + " | ".join("–" if v is None else str(v) for v in cells) + " |")
+        lines.append("| " + " | ".join("–" if r.get(c.key) is None else str(r.get(c.key)) for c in shown) + " |")
     return "\n".join(lines)
 
 
+def plots(
+    results: Mapping[str, Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], threshold: float
+) -> list[Plot]:
+    """Every benchmark's leaderboard plots, in registry order."""
+    return [p for b in BENCHMARKS for p in b.plots(results, rows, labels, threshold)]
+
+
+def tables(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    return [t for b in BENCHMARKS for t in b.tables(rows)]
+
+
 # ----------------------------------------------------------------------------- plots
-
-
-def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Mapping[str, str], threshold: float = 0.6) -> bytes:
-    """Accuracy (%) vs number of images, one line per model, the threshold dashed (Figure 4)."""
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
-    for model, points in curves.items():
-        xs = [p["n_images"] for p in points]
-        ys = [100 * p["accuracy"] for p in points]
-        ax.plot(xs, ys, marker="o", label=labels.get(model, model))
-    ax.axhline(100 * threshold, color="grey", linestyle="--", linewidth=1, label=f"{threshold:.0%} (effective length)")
-    ax.axhline(50, color="lightgrey", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("number of images")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.set_title("Visual Haystack single needle")
-    ax.legend(fontsize=7, loc="lower left")
-    return figure_png(fig)
-
-
-def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """Grouped bars: VideoMME accuracy by duration (and overall), one bar per model."""
-    groups = (*VIDEOMME_DURATIONS, "overall")
-    models = [r for r in rows if r.get("videomme_overall") is not None]
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
-    width = 0.8 / max(1, len(models))
-    for i, r in enumerate(models):
-        ys = [r.get(f"videomme_{g}") or 0.0 for g in groups]
-        xs = [g + (i - (len(models) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, ys, width=width, label=f"{r['model']} ({r['method']})")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Video-MME by duration")
-    if models:
-        ax.legend(fontsize=7)
-    return figure_png(fig)
 
 
 # ----------------------------------------------------------------------------- regression
@@ -191,7 +128,7 @@ def short_context_regressions(
         if model == BASE:
             continue
         ref = native.get(base_of.get(model) or "") if base_of.get(model) else None
-        for metric in ("mme_pct", "mmbench"):
+        for metric in REGRESSION_METRICS:
             got, want = r.get(metric), (ref or {}).get(metric)
             if got is None:
                 continue

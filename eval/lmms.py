@@ -26,12 +26,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.leaderboard import COLUMNS
+from eval.benchmarks import BENCHMARKS
+from eval.leaderboard import BENCHMARK_COLUMNS, COLUMNS
 
 MODEL_NAME = "giraffe_qwen2_vl"
 PLUGIN = "eval.lmms_plugin"
-DEFAULT_TASKS = ("videomme", "longvideobench_val_v", "mme", "mmbench_en_dev")
-MME_FULL_MAX = 2000 + 800  # 10 perception + 4 cognition categories, 200 each
+DEFAULT_TASKS = tuple(t for b in BENCHMARKS for t in b.lmms_tasks)  # videomme, longvideobench_val_v, mme, mmbench_en_dev
 
 
 def lmms_eval_available() -> bool:
@@ -75,17 +75,6 @@ def find_results(output_dir: str | Path) -> Path:
     return max(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def _metric(task: Mapping[str, Any], name: str) -> float | None:
-    """``<name>,<filter>`` (any filter, ``none`` first); dict values keep their total score."""
-    keys = [k for k in task if k.split(",")[0] == name]
-    keys.sort(key=lambda k: (k != f"{name},none", k))
-    for k in keys:
-        value = task[k]
-        if isinstance(value, Mapping):
-            value = value.get("total_score", value.get("score"))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def parse_results(results: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -99,30 +88,15 @@ def parse_results(results: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         "n_samples": {t: (v or {}).get("effective") for t, v in (data.get("n-samples") or {}).items()},
         "tasks": sorted(tasks),
     }
-    if "videomme" in tasks:
-        out["videomme_overall"] = _metric(tasks["videomme"], "videomme_perception_score")
-    lvb = next((tasks[t] for t in ("longvideobench_val_v", "longvideobench_val_i") if t in tasks), None)
-    if lvb is not None:
-        acc = _metric(lvb, "lvb_acc")
-        out["longvideobench"] = None if acc is None else 100 * acc
-    if "mme" in tasks:
-        perception = _metric(tasks["mme"], "mme_percetion_score")
-        if perception is None:
-            perception = _metric(tasks["mme"], "mme_perception_score")
-        cognition = _metric(tasks["mme"], "mme_cognition_score")
-        out["mme_perception"], out["mme_cognition"] = perception, cognition
-        if perception is not None and cognition is not None:
-            out["mme_pct"] = (perception + cognition) / MME_FULL_MAX * 100
-    mmb = next((tasks[t] for t in ("mmbench_en_dev", "mmbench_en") if t in tasks), None)
-    if mmb is not None:
-        out["mmbench"] = _metric(mmb, "gpt_eval_score")
+    for bench in BENCHMARKS:
+        out.update(bench.lmms_cells(tasks))
     return out
 
 
 def leaderboard_row(model: str, method: str, parsed: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(model=model, method=method, source="lmms-eval", answer_mode="generate")  # lmms-eval's tasks generate
-    for key in ("videomme_overall", "longvideobench", "mme_perception", "mme_cognition", "mme_pct", "mmbench"):
+    for key in BENCHMARK_COLUMNS:
         value = parsed.get(key)
         row[key] = None if value is None else round(float(value), 1)
     return row

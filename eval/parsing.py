@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from eval.items import YES_NO
+
 _YES = {"yes", "y", "yeah", "yep", "true", "correct"}
 _NO = {"no", "n", "nope", "false", "incorrect"}
 _PREFIXES = (
@@ -101,6 +103,4 @@ def parse_choice(text: str | None, options: Mapping[str, str]) -> str | None:
 
 
 def parse_answer(text: str | None, answer_type: str, options: Mapping[str, str]) -> str | None:
-    from eval.items import YES_NO
-
     return parse_yes_no(text) if answer_type == YES_NO else parse_choice(text, options)

@@ -35,7 +35,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,56 +44,13 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
-from assets.video.grid import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VIDEO_TOTAL_PIXELS, HybridConfig
+from assets.contract.progress import Progress
+from assets.video.decode import DecodeError, sample_video
+from assets.video.grid import PlanError
+from assets.video.inputs import expand_videos, mm_token_type_ids, video_pixel_values
 from assets.video.plan import VideoSamplingConfig
-from eval.items import EvalItem
+from eval.items import YES_NO, EvalItem
 from eval.parsing import parse_answer
-
-FIXED_COUNT_FPS = 1e9  # with min_frames = max_frames = N, every video yields min(N, its frames)
-
-
-@dataclass(frozen=True)
-class VideoEvalConfig:
-    """How benchmark videos are sampled. ``frames`` set: a fixed count spread uniformly over
-    the video instead of ``fps``. Hybrid resolution applies above ``hybrid_min_frames``."""
-
-    fps: float = 2.0
-    frames: int | None = None
-    max_frames: int = 768
-    min_pixels: int = VIDEO_MIN_PIXELS
-    max_pixels: int = VIDEO_MAX_PIXELS
-    total_pixels: int = VIDEO_TOTAL_PIXELS
-    hybrid: tuple[int, int, float] | None = (4, 240, 3.0)
-    hybrid_min_frames: int = 512
-    resize: str = "torch"
-    """How frames reach their planned size (``VideoSamplingConfig.resize``): torch = qwen-vl-utils' pixels."""
-
-    def sampling(self) -> VideoSamplingConfig:
-        hybrid = None
-        if self.hybrid:
-            L, m, s = self.hybrid
-            hybrid = HybridConfig(int(L), int(m), float(s), min_frames=self.hybrid_min_frames)
-        if self.frames:
-            return VideoSamplingConfig(
-                fps=FIXED_COUNT_FPS,
-                min_frames=self.frames,
-                max_frames=self.frames,
-                min_pixels=self.min_pixels,
-                max_pixels=self.max_pixels,
-                total_pixels=self.total_pixels,
-                hybrid=hybrid,
-                resize=self.resize,
-            )
-        return VideoSamplingConfig(
-            fps=self.fps,
-            max_frames=self.max_frames,
-            min_pixels=self.min_pixels,
-            max_pixels=self.max_pixels,
-            total_pixels=self.total_pixels,
-            hybrid=hybrid,
-            resize=self.resize,
-        )
-
 
 ANSWER_MODES = ("generate", "likelihood")
 YES_NO_CANDIDATES = {"yes": "Yes", "no": "No"}
@@ -105,7 +61,8 @@ YES_NO_CANDIDATES = {"yes": "Yes", "no": "No"}
 class RunConfig:
     batch_size: int = 4
     max_new_tokens: int = 8
-    video: VideoEvalConfig = field(default_factory=VideoEvalConfig)
+    video: VideoSamplingConfig = field(default_factory=VideoSamplingConfig)
+    """How benchmark videos are sampled (``VideoSamplingConfig.fixed_count`` for N frames a video)."""
     answer_mode: str = "generate"
     """``"generate"`` (greedy + parsing) or ``"likelihood"`` (argmax candidate log-probability)."""
 
@@ -116,8 +73,6 @@ class RunConfig:
 
 def candidates(item: EvalItem) -> dict[str, str]:
     """Likelihood mode: {label: continuation text}; the label is what is scored against the answer."""
-    from eval.items import YES_NO
-
     if item.answer_type == YES_NO:
         return dict(YES_NO_CANDIDATES)
     letters = sorted({str(k).strip().upper() for k in item.options})
@@ -179,12 +134,8 @@ class Runner:
     def _video(self, path: str) -> tuple[np.ndarray, np.ndarray, dict]:
         if self._video_cache and self._video_cache[0] == path:
             return self._video_cache[1]
-        from assets.video.decode import DecodeError, sample_video
-        from assets.video.grid import PlanError
-        from assets.video.inputs import video_pixel_values
-
         try:
-            sampled = sample_video(path, self.cfg.video.sampling())
+            sampled = sample_video(path, self.cfg.video)
         except (DecodeError, PlanError) as exc:
             raise RejectRow(f"video_{exc.reason}", exc.detail) from None
         pixels, grids = video_pixel_values(sampled.frames, sampled.plan.frame_rows, sampled.plan.grids)
@@ -201,8 +152,6 @@ class Runner:
 
     def prepare(self, item: EvalItem) -> Prepared:
         from PIL import Image
-
-        from assets.video.inputs import expand_videos
 
         text = self.render(item)
         images = []
@@ -222,8 +171,6 @@ class Runner:
     def encode(self, batch: Sequence[Prepared]):
         """Tokenised, left-padded inputs for a batch; image pads grown per image."""
         import torch
-
-        from assets.video.inputs import mm_token_type_ids
 
         texts = [p.text for p in batch]
         inputs: dict[str, Any] = {}
@@ -371,10 +318,11 @@ class Runner:
         order = sorted(range(len(items)), key=lambda i: (items[i].video or "", items[i].n_images, i))
         rows: dict[int, dict] = {}
         pending: list[tuple[int, Prepared]] = []
-        started, done = time.monotonic(), 0
+        benchmark = items[0].benchmark if items else "eval"
+        # the evaluation asset's summary line says the total time and rate
+        progress = Progress(f"{benchmark} on {self.model_id}", len(items), self.log, unit="items", closing_line=False)
 
         def flush() -> None:
-            nonlocal done
             if not pending:
                 return
             try:
@@ -395,9 +343,8 @@ class Runner:
                     for one in list(pending):
                         pending[:] = [one]
                         flush()
-            done += len(pending)
+            progress.update(len(pending))
             pending.clear()
-            self.log(f"{self.model_id}: {done}/{len(items)} items ({time.monotonic() - started:.1f} s)")
 
         for i in order:
             try:
@@ -407,4 +354,5 @@ class Runner:
             if len(pending) >= self.cfg.batch_size:
                 flush()
         flush()
+        progress.close()
         return [rows[i] for i in range(len(items))]

@@ -1,16 +1,11 @@
-"""Scores from prediction rows: accuracy per split, MME scores, the Visual Haystack curve and
-the effective length.
+"""Scores from prediction rows: accuracy per split, the Visual Haystack curve and the effective
+length (each benchmark's own scores, such as MME's, live in its module under eval/benchmarks).
 
 Every function takes the prediction rows of one model on one benchmark (dicts with at least
 ``split``, ``group``, ``correct``, ``status``; see ``eval.items.PREDICTION_SCHEMA``).
 Unparseable outputs and items that failed (a missing image, an undecodable video) are rows
 with ``correct = False``: they stay in every denominator, so a model cannot gain accuracy by
 failing to answer.
-
-MME (Fu et al., 2023; lmms-eval ``mme_aggregate_results``): per category, ``acc`` is the
-share of questions answered right and ``acc+`` the share of images whose two questions are
-both right; the category score is ``(acc + acc+) * 100`` (at most 200); perception is the sum
-over the 10 perception categories (max 2000), cognition over the 4 cognition ones (max 800).
 
 Effective length (GIRAFFE 3.1): Visual Haystack single needle, accuracy by number of images N;
 the effective length is the largest N whose accuracy is at least the threshold (60%, chance is
@@ -30,19 +25,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-MME_PERCEPTION = (
-    "existence",
-    "count",
-    "position",
-    "color",
-    "posters",
-    "celebrity",
-    "scene",
-    "landmark",
-    "artwork",
-    "OCR",
-)
-MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 EFFECTIVE_THRESHOLD = 0.6
 
 Row = Mapping[str, Any]
@@ -65,43 +47,6 @@ def accuracy_by(rows: Sequence[Row], key: str = "split") -> dict[str, dict[str, 
     for r in rows:
         groups.setdefault(str(r[key]), []).append(r)
     return {k: {"accuracy": _acc(v), "n": len(v), "correct": sum(bool(x["correct"]) for x in v)} for k, v in groups.items()}
-
-
-def mme_scores(rows: Sequence[Row]) -> dict[str, Any]:
-    """MME perception/cognition scores from rows whose ``split`` is the category and ``group``
-    the image (question_id). An image without exactly two questions is still scored (acc+
-    needs all of its questions right) and counted in ``unpaired_images``."""
-    by_cat: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        by_cat[str(r["split"])][str(r["group"])].append(bool(r["correct"]))
-    categories: dict[str, dict[str, Any]] = {}
-    unpaired = 0
-    for cat, images in by_cat.items():
-        answers = [a for v in images.values() for a in v]
-        acc = sum(answers) / len(answers)
-        acc_plus = sum(all(v) for v in images.values()) / len(images)
-        unpaired += sum(len(v) != 2 for v in images.values())
-        kind = "perception" if cat in MME_PERCEPTION else "cognition" if cat in MME_COGNITION else "other"
-        categories[cat] = {
-            "kind": kind,
-            "acc": acc,
-            "acc_plus": acc_plus,
-            "score": (acc + acc_plus) * 100,
-            "images": len(images),
-            "questions": len(answers),
-        }
-    perception = sum(c["score"] for c in categories.values() if c["kind"] == "perception")
-    cognition = sum(c["score"] for c in categories.values() if c["kind"] == "cognition")
-    n_scored = sum(c["kind"] != "other" for c in categories.values())
-    return {
-        "perception": perception,
-        "cognition": cognition,
-        "total": perception + cognition,
-        # share of the maximum over the categories present, comparable across subsets
-        "total_pct": (perception + cognition) / (200 * n_scored) * 100 if n_scored else None,
-        "categories": categories,
-        "unpaired_images": unpaired,
-    }
 
 
 @dataclass(frozen=True)
@@ -159,19 +104,30 @@ def effective_length(curve: Sequence[CurvePoint], threshold: float = EFFECTIVE_T
     )
 
 
-def summarize(benchmark: str, rows: Sequence[Row], threshold: float = EFFECTIVE_THRESHOLD) -> dict[str, Any]:
-    """Everything the leaderboard needs about one model on one benchmark (JSON-serialisable)."""
-    out: dict[str, Any] = {
+def pct(x: float | None) -> float | None:
+    """A share as a percentage with one decimal (tables and the leaderboard)."""
+    return None if x is None else round(100 * x, 1)
+
+
+def base_summary(benchmark: str, rows: Sequence[Row]) -> dict[str, Any]:
+    """What every benchmark reports: items, accuracy, statuses and accuracy per split."""
+    return {
         "benchmark": benchmark,
         "n": len(rows),
         "accuracy": _acc(rows),
         "status": status_counts(rows),
         "by_split": accuracy_by(rows, "split"),
     }
-    if benchmark == "mme":
-        out["mme"] = mme_scores(rows)
-    if benchmark == "visual_haystack":
-        curve = haystack_curve(rows)
-        out["curve"] = [asdict(p) for p in curve]
-        out["effective_length"] = effective_length(curve, threshold).to_dict()
-    return out
+
+
+def lmms_metric(task: Mapping[str, Any], name: str) -> float | None:
+    """An lmms-eval task metric ``<name>,<filter>`` (any filter, ``none`` first); dict values keep their total score."""
+    keys = [k for k in task if k.split(",")[0] == name]
+    keys.sort(key=lambda k: (k != f"{name},none", k))
+    for k in keys:
+        value = task[k]
+        if isinstance(value, Mapping):
+            value = value.get("total_score", value.get("score"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None

@@ -11,28 +11,30 @@ data version. Everything derived from the data then reacts to *content*, not to 
   and their inputs' data versions: rerunning one on unchanged inputs keeps its data version and
   does not wake its own downstream either.
 
-Policy by asset (``AUTOMATION_POLICY``, keyed by the first element of the asset key):
+Policy by group (``AUTOMATION_POLICY``, keyed by the groups of ``assets/defs/keys.py``;
+``AUTOMATION_EXCEPTIONS`` for the one asset that differs from its group):
 
-=================  =============================  ==============================================
-asset              condition                      why
-=================  =============================  ==============================================
-``raw/*``          none (the nightly schedule)    fetching is what the schedule is for
-``model/base``     none (manual)                  a base model is chosen, not refreshed
-``chatml/*``       ``on_content_change()``        normalise a source whose content changed
-``video_frames``   ``on_content_change()``        frames follow the video sources' ChatML
-``token_counts``   ``on_content_change()``        lengths follow ChatML, frames and the model
-``packed``         ``on_content_change()``        shards follow token counts (per stage)
-``etvlm_mixture``  ``on_content_change()``        the mixture follows the packed shards
-``checkpoint``     none (manual, ``gpu`` pool)    training is expensive and gated by the GPU
-``eval``           ``eager()``                    re-score whenever a checkpoint materialises
-``benchmark/*``    ``on_missing()``               benchmark items are fetched once
-``eval_base``      ``eager()``                    re-score when the base model changes
-``leaderboard``    ``on_any_score``               re-rank whenever a score lands (eager that
-                                                  does not wait for never-trained partitions)
-=================  =============================  ==============================================
+=====================  ===========================  ==========================================
+group (assets)         condition                    why
+=====================  ===========================  ==========================================
+``raw_sources``        none (the nightly schedule)  fetching is what the schedule is for
+``model``              none (manual)                a base model is chosen, not refreshed
+``chatml``             ``on_content_change()``      normalise a source whose content changed
+``video`` (frames,     ``on_content_change()``      frames follow the video sources' ChatML;
+token_counts)                                       lengths follow ChatML, frames and the model
+``packing`` (packed,   ``on_content_change()``      shards follow token counts (per stage), the
+etvlm_mixture)                                      mixture follows the shards
+``training``           none (manual, ``gpu`` pool)  training is expensive and gated by the GPU
+``evaluation``,        ``eager()``                  re-score whenever a checkpoint materialises
+``lmms_eval``
+``benchmarks``         ``on_missing()``             benchmark items are fetched once
+``leaderboard``        ``on_any_score``             re-rank whenever a score lands (eager that
+                                                    does not wait for never-trained partitions)
+``eval_base``          ``eager()`` (exception)      re-score when the base model changes
+=====================  ===========================  ==========================================
 
-An asset whose module already sets an ``automation_condition`` keeps it; keys not in the policy
-stay manual. ``apply_automation`` is applied in ``pipelines/definitions.py``.
+An asset whose module already sets an ``automation_condition`` keeps it; groups not in the
+policy stay manual. ``apply_automation`` is applied in ``pipelines/definitions.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import dagster as dg
+
+from assets.defs.keys import (
+    BENCHMARK_GROUP,
+    CHATML_GROUP,
+    EVAL_BASE_KEY,
+    EVAL_GROUP,
+    LEADERBOARD_GROUP,
+    LMMS_EVAL_GROUP,
+    MODEL_GROUP,
+    PACKING_GROUP,
+    RAW_GROUP,
+    TRAINING_GROUP,
+    VIDEO_GROUP,
+)
 
 AC = dg.AutomationCondition
 
@@ -83,26 +99,27 @@ def on_any_score() -> dg.AutomationCondition:
     return AC.eager().without(~AC.any_deps_missing()).with_label("on_any_score")
 
 
-# First element of the asset key -> condition factory, or None for "manual on purpose".
-AUTOMATION_POLICY: Mapping[str, Callable[[], dg.AutomationCondition] | None] = {
-    "raw": None,
-    "model": None,
-    "chatml": on_content_change,
-    "video_frames": on_content_change,
-    "token_counts": on_content_change,
-    "packed": on_content_change,
-    "etvlm_mixture": on_content_change,
-    "checkpoint": None,
-    "benchmark": on_missing,
-    "eval": on_new_checkpoint,
-    "eval_base": on_new_checkpoint,
-    "leaderboard": on_any_score,
+Factory = Callable[[], dg.AutomationCondition] | None  # None: manual on purpose
+
+AUTOMATION_POLICY: Mapping[str, Factory] = {
+    RAW_GROUP: None,
+    MODEL_GROUP: None,
+    CHATML_GROUP: on_content_change,
+    VIDEO_GROUP: on_content_change,
+    PACKING_GROUP: on_content_change,
+    TRAINING_GROUP: None,
+    BENCHMARK_GROUP: on_missing,
+    EVAL_GROUP: on_new_checkpoint,
+    LMMS_EVAL_GROUP: on_new_checkpoint,
+    LEADERBOARD_GROUP: on_any_score,
 }
+# The leaderboard group's base-model scores wait for their inputs like any evaluation.
+AUTOMATION_EXCEPTIONS: Mapping[dg.AssetKey, Factory] = {EVAL_BASE_KEY: on_new_checkpoint}
 
 
-def condition_for(key: dg.AssetKey) -> dg.AutomationCondition | None:
-    """The policy's condition for ``key`` (None: manual or not in the policy)."""
-    factory = AUTOMATION_POLICY.get(key.path[0])
+def condition_for(key: dg.AssetKey, group: str | None) -> dg.AutomationCondition | None:
+    """The policy's condition for an asset of ``group`` (None: manual or not in the policy)."""
+    factory = AUTOMATION_EXCEPTIONS[key] if key in AUTOMATION_EXCEPTIONS else AUTOMATION_POLICY.get(group or "")
     return factory() if factory is not None else None
 
 
@@ -110,7 +127,7 @@ def apply_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Se
     """The same assets with the policy's automation condition on every spec that has none."""
 
     def _apply(spec: dg.AssetSpec) -> dg.AssetSpec:
-        condition = condition_for(spec.key)
+        condition = condition_for(spec.key, spec.group_name)
         if spec.automation_condition is not None or condition is None:
             return spec
         return spec.replace_attributes(automation_condition=condition)
@@ -127,3 +144,30 @@ def automation_sensor(minimum_interval_seconds: int = 60) -> dg.AutomationCondit
         minimum_interval_seconds=minimum_interval_seconds,
         description="Carries a changed source's content down the graph (see pipelines/automation.py).",
     )
+
+
+def automation_running(instance: dg.DagsterInstance, sensor_name: str = AUTOMATION_SENSOR_NAME) -> bool:
+    """Whether the automation sensor runs on ``instance``: its stored state, or its default
+    (RUNNING) when nobody has started or stopped it yet."""
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    states = [
+        s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.instigator_name == sensor_name
+    ]
+    return not states or any(s.status in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE) for s in states)
+
+
+def sync_automation_badge(instance: dg.DagsterInstance) -> bool:
+    """Make the UI's "Auto-materialize on/off" badge say whether the automation sensor runs.
+
+    Dagster 1.13's job pages show that badge for every job with an automation condition, read
+    from the instance-wide pause flag of the pre-sensor asset daemon (``autoMaterializePaused``
+    in GraphQL), which a new instance leaves unset, i.e. "off". With automation sensors (the
+    default, ``auto_materialize.use_sensors``) the daemon ignores that flag: only the sensor's
+    own state matters. So the flag is set to the sensor's state each time the CLI prepares the
+    instance (``giraffe ui``, ``giraffe demo``, ``giraffe train``). Returns "on"."""
+    from dagster._daemon.asset_daemon import set_auto_materialize_paused
+
+    running = automation_running(instance)
+    set_auto_materialize_paused(instance, not running)
+    return running

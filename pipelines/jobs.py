@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.defs.keys import (
+    CHATML_GROUP,
+    EVAL_GROUP,
+    LEADERBOARD_KEY,
+    LMMS_EVAL_GROUP,
+    PACKING_GROUP,
+    RAW_GROUP,
+    TRAINING_GROUP,
+)
 from assets.defs.partitions import RECIPES, STAGES
 
-STAGE_GROUPS = ["packing"]
-CHECKPOINT_GROUPS = ["training", "evaluation"]
-REPORT_GROUPS = ["leaderboard"]
-ON_DEMAND_GROUPS = ["lmms_eval"]
+STAGE_GROUPS = [PACKING_GROUP]
+CHECKPOINT_GROUPS = [TRAINING_GROUP, EVAL_GROUP]
+ON_DEMAND_GROUPS = [LMMS_EVAL_GROUP]
 
-CHECKPOINT_EVALUATIONS = dg.AssetSelection.groups("evaluation")
-LEADERBOARD = dg.AssetSelection.assets(dg.AssetKey(["leaderboard"]))
+CHECKPOINT_EVALUATIONS = dg.AssetSelection.groups(EVAL_GROUP)
+LEADERBOARD = dg.AssetSelection.assets(LEADERBOARD_KEY)
 
 everything = dg.define_asset_job(
     "giraffe_demo",
@@ -51,20 +59,20 @@ report = dg.define_asset_job(
 )
 ingest = dg.define_asset_job(
     "ingest_sources",
-    selection=dg.AssetSelection.groups("raw_sources", "chatml"),
+    selection=dg.AssetSelection.groups(RAW_GROUP, CHATML_GROUP),
     description="Fetch every source and normalise it to ChatML.",
 )
 # The nightly refresh: fetch every raw source again and nothing else. What is downstream of a
 # source recomputes through the automation policy only where the content hash changed.
 refresh = dg.define_asset_job(
     "refresh_sources",
-    selection=dg.AssetSelection.groups("raw_sources"),
+    selection=dg.AssetSelection.groups(RAW_GROUP),
     description="Re-fetch every raw source; downstream assets follow only where content changed.",
 )
 
 train = dg.define_asset_job(
     "train_checkpoint",
-    selection=dg.AssetSelection.groups("training"),
+    selection=dg.AssetSelection.groups(TRAINING_GROUP),
     description="Train one stage of one recipe (partition recipe|stage); stage k needs stage k-1's checkpoint.",
 )
 

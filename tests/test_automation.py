@@ -6,9 +6,8 @@ import datetime
 import dagster as dg
 import pytest
 
-from assets.defs.chatml import chatml_key
+from assets.defs.keys import EVAL_GROUP, PACKING_GROUP, TRAINING_GROUP, chatml_key, raw_key
 from assets.defs.resources import DataStore, SourceHub
-from assets.defs.sources import raw_key
 from assets.sources.registry import SOURCES
 from pipelines.automation import AUTOMATION_SENSOR_NAME, condition_for
 from pipelines.definitions import build_definitions
@@ -67,12 +66,12 @@ def test_every_derived_asset_has_a_policy_and_training_is_manual():
             assert node.automation_condition is None, key  # schedule / chosen / GPU-gated
         else:
             assert node.automation_condition is not None, key
-            assert node.automation_condition.get_label() == condition_for(key).get_label()
+            assert node.automation_condition.get_label() == condition_for(key, node.group_name).get_label()
             if node.automation_condition.get_label() == "on_content_change":
                 assert node.code_version, key  # data version = hash(code version, inputs)
-    assert condition_for(dg.AssetKey(["checkpoint"])) is None
-    assert condition_for(dg.AssetKey(["etvlm_mixture"])).get_label() == "on_content_change"
-    assert condition_for(dg.AssetKey(["eval", "mmbench"])).get_label() == "eager"
+    assert condition_for(dg.AssetKey(["checkpoint"]), TRAINING_GROUP) is None
+    assert condition_for(dg.AssetKey(["etvlm_mixture"]), PACKING_GROUP).get_label() == "on_content_change"
+    assert condition_for(dg.AssetKey(["eval", "mmbench"]), EVAL_GROUP).get_label() == "eager"
     sensor = defs.resolve_sensor_def(AUTOMATION_SENSOR_NAME)
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -158,27 +157,28 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
     """The stages still to come, as stand-ins with the planned keys and partitions: a changed
     token count re-packs every stage and re-mixes it, training waits for a person, and a new
     checkpoint partition is evaluated (that partition only) and ranked."""
-    from assets.defs.partitions import CHECKPOINT_KEY, STAGES, checkpoint_partitions, stage_partitions
+    from assets.defs.keys import CHECKPOINT_KEY, LEADERBOARD_GROUP, VIDEO_GROUP
+    from assets.defs.partitions import STAGES, checkpoint_partitions, stage_partitions
     from assets.defs.pools import GPU_POOL
     from pipelines.automation import apply_automation
 
-    @dg.asset(key=TOKEN_COUNTS)
+    @dg.asset(key=TOKEN_COUNTS, group_name=VIDEO_GROUP)
     def counts(): ...
 
-    @dg.asset(key="packed", deps=[TOKEN_COUNTS], partitions_def=stage_partitions, code_version="1")
+    @dg.asset(key="packed", deps=[TOKEN_COUNTS], partitions_def=stage_partitions, code_version="1", group_name=PACKING_GROUP)
     def packed(): ...
 
-    @dg.asset(key="etvlm_mixture", deps=["packed"], partitions_def=stage_partitions, code_version="1")
+    @dg.asset(key="etvlm_mixture", deps=["packed"], partitions_def=stage_partitions, code_version="1", group_name=PACKING_GROUP)
     def mixture(): ...
 
-    @dg.asset(key=CHECKPOINT_KEY, partitions_def=checkpoint_partitions, pool=GPU_POOL,
+    @dg.asset(key=CHECKPOINT_KEY, partitions_def=checkpoint_partitions, pool=GPU_POOL, group_name=TRAINING_GROUP,
               ins={"etvlm_mixture": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping("stage"))})
     def checkpoint(etvlm_mixture): ...
 
-    @dg.asset(key=["eval", "needle"], deps=[CHECKPOINT_KEY], partitions_def=checkpoint_partitions)
+    @dg.asset(key=["eval", "needle"], deps=[CHECKPOINT_KEY], partitions_def=checkpoint_partitions, group_name=EVAL_GROUP)
     def needle(): ...
 
-    @dg.asset(key="leaderboard", deps=[dg.AssetKey(["eval", "needle"])])
+    @dg.asset(key="leaderboard", deps=[dg.AssetKey(["eval", "needle"])], group_name=LEADERBOARD_GROUP)
     def leaderboard(): ...
 
     assets = apply_automation([counts, packed, mixture, checkpoint, needle, leaderboard])
@@ -216,3 +216,45 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
         report(dg.AssetKey(["eval", "needle"]), ["v2pe|8k"], version="scored")
         result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
         assert _requested(result) == {"leaderboard"}
+
+
+def test_the_automation_badge_follows_the_sensor():
+    """The UI's job pages read the pre-sensor daemon's pause flag ("Auto-materialize off" on a new
+    instance, although the automation sensor runs): prepare_home sets it from the sensor's state."""
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        LoadableTargetOrigin,
+        RemoteInstigatorOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType
+    from dagster._daemon.asset_daemon import get_auto_materialize_paused
+
+    from pipelines.automation import automation_running, sync_automation_badge
+
+    with dg.instance_for_test() as instance:
+        assert get_auto_materialize_paused(instance)  # what the UI shows on a new instance: "off"
+        assert automation_running(instance) and sync_automation_badge(instance)
+        assert not get_auto_materialize_paused(instance)  # now "on", as the sensor is (default RUNNING)
+
+        location = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="pipelines.definitions"))
+        origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, "__repository__"), AUTOMATION_SENSOR_NAME)
+        instance.add_instigator_state(InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED))
+        assert not automation_running(instance) and not sync_automation_badge(instance)
+        assert get_auto_materialize_paused(instance)  # a user stopped the sensor: "off" is true now
+
+
+def test_raw_sources_carry_the_refresh_freshness_policy():
+    from pipelines.schedules import raw_freshness_policy, refresh_period
+
+    assert refresh_period(DEFAULT_REFRESH_CRON, "UTC") == datetime.timedelta(days=1)
+    assert refresh_period("0 2 * * 1-5", "UTC") == datetime.timedelta(days=3)  # over the weekend
+    policy = raw_freshness_policy({})
+    assert policy.fail_window.to_timedelta() == datetime.timedelta(hours=30)
+    assert policy.warn_window.to_timedelta() == datetime.timedelta(hours=25)
+    hourly = raw_freshness_policy({"GIRAFFE_REFRESH_CRON": "0 * * * *"})
+    assert hourly.fail_window.to_timedelta() == datetime.timedelta(hours=2)
+    graph = build_definitions().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert (node.freshness_policy == policy) == (key.path[0] == "raw"), key

@@ -4,7 +4,6 @@ positions, and the tiny Qwen2-VL's logits in isolated and concat packing."""
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 
 import numpy as np

@@ -10,19 +10,12 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.defs.evaluation import (
-    EVAL_BASE_KEY,
-    LEADERBOARD_KEY,
-    REGRESSION_CHECK,
-    benchmark_assets,
-    benchmark_key,
-    eval_assets,
-    eval_base,
-    eval_key,
-    leaderboard,
-)
-from assets.defs.model import BASE_MODEL_KEY
-from assets.defs.partitions import CHECKPOINT_KEY, RECIPES, checkpoint_dir, checkpoint_partitions
+from assets.contract.layout import DataLayout
+from assets.defs.benchmarks import benchmark_assets
+from assets.defs.evaluation import eval_assets, eval_base
+from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, LEADERBOARD_KEY, benchmark_key, eval_key
+from assets.defs.leaderboard import REGRESSION_CHECK, leaderboard
+from assets.defs.partitions import RECIPES, checkpoint_partitions
 from assets.defs.resources import DataStore, SourceHub
 from eval.benchmarks import BENCHMARKS
 from eval.lmms import lmms_eval_available
@@ -32,7 +25,7 @@ SMALL = {
     "benchmark__visual_haystack": {"config": {"haystack_sizes": [1, 3, 6], "items_per_size": 2}},
     **{f"benchmark__{b}": {"config": {"max_items_per_split": 1}} for b in ("videomme", "longvideobench", "mme", "mmbench")},
 }
-EVAL = {"config": {"video_frames": 4, "max_new_tokens": 4}}
+EVAL = {"config": {"video": {"frames": 4}, "max_new_tokens": 4}}
 
 
 def _copy_processor(src, dst):
@@ -57,7 +50,7 @@ def run(tmp_path_factory, tiny_model_dir):
         from training.positions.apply import apply_position_method, load_with_position_method
 
         keys = context.partition_key.keys_by_dimension
-        out = checkpoint_dir(data, keys["recipe"], keys["stage"])
+        out = DataLayout(data).checkpoint(keys["recipe"], keys["stage"])
         model = apply_position_method(load_with_position_method(tiny_model_dir), RECIPES[keys["recipe"]].method)
         model.save_pretrained(out)
         _copy_processor(tiny_model_dir, out)
@@ -205,7 +198,10 @@ def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatc
     """The Pipes wiring without the optional extra: a stand-in ``lmms_eval`` package (visible
     only to the subprocess) records how it was called and writes a results file in lmms-eval's
     format; the asset must pass the plugin, parse the file and report the scores."""
-    from assets.defs.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+    from assets.defs.lmms_eval import build_lmms_eval_asset
+
+    lmms_eval_run = build_lmms_eval_asset()
+    from assets.defs.keys import LMMS_EVAL_KEY
 
     fake = tmp_path / "fake" / "lmms_eval"
     fake.mkdir(parents=True)
@@ -224,7 +220,7 @@ def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatc
     out = data / "eval" / "lmms_eval" / "mrope_pp" / "8k"
     seen = json.loads((out / "seen.json").read_text())
     assert seen["plugin"] == "eval.lmms_plugin" and seen["models"] == {"giraffe_qwen2_vl": "GiraffeQwen2VL"}
-    assert seen["argv"][seen["argv"].index("--model_args") + 1] == f"pretrained={checkpoint_dir(data, 'mrope_pp', '8k')}"
+    assert seen["argv"][seen["argv"].index("--model_args") + 1] == f"pretrained={DataLayout(data).checkpoint('mrope_pp', '8k')}"
     assert seen["argv"][seen["argv"].index("--tasks") + 1] == "mme" and "--limit" in seen["argv"]
     row = json.loads((out / "leaderboard_row.json").read_text())
     assert (row["model"], row["method"], row["source"]) == ("mrope_pp/8k", "mrope++", "lmms-eval")
@@ -238,7 +234,10 @@ def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatc
 
 @pytest.mark.skipif(not lmms_eval_available(), reason="lmms-eval is not installed (optional [eval] extra); the Pipes run needs it")
 def test_lmms_eval_pipes_run(run):  # pragma: no cover - needs the optional extra
-    from assets.defs.evaluation import LMMS_EVAL_KEY, lmms_eval_run
+    from assets.defs.lmms_eval import build_lmms_eval_asset
+
+    lmms_eval_run = build_lmms_eval_asset()
+    from assets.defs.keys import LMMS_EVAL_KEY
 
     data, instance, _ = run
     result = dg.materialize(

@@ -15,10 +15,10 @@ from PIL import Image
 
 from assets.sources.embedded.media import COLOURS
 from assets.sources.hub import HubSettings
-from eval import haystack as vh
 from eval.benchmarks import BENCHMARKS, get_benchmark
+from eval.benchmarks import visual_haystack as vh
 from eval.fetch import fetch_benchmark
-from eval.formats import LOADERS, FetchOptions, LoadContext, limit_per_split, parse_lettered
+from eval.formats import FetchOptions, LoadContext, limit_per_split, parse_lettered
 from eval.items import CHOICE, YES_NO, EvalItem, items_table, read_items
 
 
@@ -57,7 +57,7 @@ def test_visual_haystack_file_format_and_subsampling(tmp_path):
         path.write_text(json.dumps(rows))
     opts = FetchOptions(haystack_sizes=(1, 4, 5), items_per_size=3, image_root=str(coco))  # 4: from file 5
     c = ctx("visual_haystack", tmp_path / "repo", opts)
-    items = LOADERS["visual_haystack"](c)
+    items = get_benchmark("visual_haystack").load(c)
     by_n = {}
     for it in items:
         by_n.setdefault(it.n_images, []).append(it)
@@ -95,7 +95,7 @@ def test_videomme_parquet_format(tmp_path):
     (tmp_path / "data" / "fFjv93ACGo8.mp4").write_bytes(b"x")
     (tmp_path / "data" / "mkvvideo123.mkv").write_bytes(b"x")
     c = ctx("videomme", tmp_path)
-    items = LOADERS["videomme"](c)
+    items = get_benchmark("videomme").load(c)
     assert [i.item_id for i in items] == ["001-1"]
     it = items[0]
     assert it.video.endswith("data/fFjv93ACGo8.mp4") and it.split == "short" and it.group == "fFjv93ACGo8"
@@ -121,7 +121,7 @@ def test_longvideobench_json_format(tmp_path):
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "86CxyhFV9MI.mp4").write_bytes(b"x")
     c = ctx("longvideobench", tmp_path)
-    items = LOADERS["longvideobench"](c)
+    items = get_benchmark("longvideobench").load(c)
     assert len(items) == 1 and [r.reason for r in c.rejected] == ["missing_media"]
     it = items[0]
     assert it.answer == "B" and it.split == "15" and it.options == {"A": "He sits", "B": "He leaves", "C": "He laughs"}
@@ -143,7 +143,7 @@ def test_mme_parquet_format_with_plain_image_structs(tmp_path):
     path.parent.mkdir()
     pq.write_table(pa.Table.from_pylist(rows), path)
     c = ctx("mme", tmp_path)
-    items = LOADERS["mme"](c)
+    items = get_benchmark("mme").load(c)
     assert [(i.item_id, i.answer, i.group, i.split) for i in items] == [
         ("code_reasoning/0020.png#0", "yes", "code_reasoning/0020.png", "code_reasoning"),
         ("code_reasoning/0020.png#1", "no", "code_reasoning/0020.png", "code_reasoning"),
@@ -166,7 +166,7 @@ def test_mmbench_parquet_format(tmp_path):
     path.parent.mkdir()
     pq.write_table(pa.Table.from_pylist(rows), path)
     c = ctx("mmbench", tmp_path)
-    items = LOADERS["mmbench"](c)
+    items = get_benchmark("mmbench").load(c)
     assert [i.item_id for i in items] == ["241", "242"] and [r.reason for r in c.rejected] == ["bad_answer"]
     assert items[0].options == {"A": "red", "B": "green", "C": "blue"}
     assert items[0].prompt == (

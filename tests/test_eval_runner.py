@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from assets.sources.embedded.media import encode_video
+from assets.video.grid import HybridConfig
+from assets.video.plan import VideoSamplingConfig
 from eval.items import CHOICE, YES_NO, EvalItem
-from eval.runner import RunConfig, Runner, VideoEvalConfig
+from eval.runner import RunConfig, Runner
 from training.positions.apply import V2PERopeIndex, apply_position_method, load_with_position_method
 from training.positions.v2pe import V2PEConfig
 
@@ -79,7 +81,7 @@ def test_batched_and_single_runs_agree(tiny_model_dir, media):
 
 def test_hybrid_resolution_and_fixed_frame_count(tiny_model_dir, media):
     _, video = media
-    cfg = VideoEvalConfig(frames=8, min_pixels=28 * 28, max_pixels=112 * 112, hybrid=(2, 4, 2.0), hybrid_min_frames=4)
+    cfg = VideoSamplingConfig.fixed_count(8, min_pixels=28 * 28, max_pixels=112 * 112, hybrid=HybridConfig(2, 4, 2.0, min_frames=4))
     r = Runner.from_checkpoint(tiny_model_dir, "t", RunConfig(batch_size=2, max_new_tokens=3, video=cfg))
     rows = r.run([choice("h", video)])
     plan = json.loads(rows[0]["extra"])["video_plan"]

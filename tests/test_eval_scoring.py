@@ -10,7 +10,11 @@ import pytest
 from assets.contract.markdown import png_markdown
 from eval import leaderboard as lb
 from eval import lmms
-from eval.scoring import CurvePoint, accuracy_by, effective_length, haystack_curve, mme_scores, summarize
+from eval.benchmarks import summarize
+from eval.benchmarks.mme import mme_scores
+from eval.benchmarks.videomme import videomme_plot
+from eval.benchmarks.visual_haystack import haystack_plot
+from eval.scoring import CurvePoint, accuracy_by, effective_length, haystack_curve
 
 
 def row(split, correct, group=None, status=None, n_images=1, tokens=None):
@@ -173,9 +177,9 @@ def test_regression_check_flags_drops_beyond_the_tolerance():
 
 def test_plots_are_png():
     s = _summaries()
-    png = lb.haystack_plot({"base": s["visual_haystack"]["curve"]}, {"base": "base"})
+    png = haystack_plot({"base": s["visual_haystack"]["curve"]}, {"base": "base"})
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert lb.videomme_plot([lb.row_for("base", s, "none")])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert videomme_plot([lb.row_for("base", s, "none")])[:8] == b"\x89PNG\r\n\x1a\n"
     assert png_markdown(png, "t").startswith("![t](data:image/png;base64,")
 
 

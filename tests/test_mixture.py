@@ -129,7 +129,8 @@ def test_share_check_fails_on_a_drifted_mixture():
 
 @pytest.fixture(scope="module")
 def stage_root(tmp_path_factory):
-    from assets.defs.packing import etvlm_mixture, packed
+    from assets.defs.mixture import etvlm_mixture
+    from assets.defs.packing import packed
     from assets.defs.resources import DataStore
 
     root = tmp_path_factory.mktemp("stage-data")
@@ -190,7 +191,8 @@ def test_assets_materialise_every_stage_with_passing_checks(stage_root):
 def test_shards_load_with_datasets_and_rematerialising_is_byte_identical(stage_root):
     import datasets
 
-    from assets.defs.packing import etvlm_mixture, packed
+    from assets.defs.mixture import etvlm_mixture
+    from assets.defs.packing import packed
 
     root, counts, _, store = stage_root
     seqs = datasets.load_dataset("parquet", data_files=str(root / "packed" / "32k" / "sequences.parquet"), split="train")

@@ -1,6 +1,5 @@
 """The project's instance (dagster_home/dagster.yaml): run queue, GPU pool, retries, storage."""
 
-import shutil
 from pathlib import Path
 
 import dagster as dg

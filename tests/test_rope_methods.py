@@ -189,7 +189,8 @@ def _run_cli(argv, capsys):
 def test_cli_method_names_match_the_registry():
     from training.positions.cli import METHOD_CHOICES
 
-    assert METHOD_CHOICES == METHOD_NAMES
+    assert tuple(METHOD_CHOICES) == (*METHOD_NAMES, "all")
+    assert METHOD_NAMES == ("none", "base", "pi", "ntk", "yarn", "mrope++")
 
 
 def test_cli_prints_per_pair_frequencies_and_scales(capsys):

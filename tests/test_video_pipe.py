@@ -10,8 +10,8 @@ import pytest
 from assets.sources.embedded.media import encode_video
 from assets.video.decode import baseline_frames, ffmpeg_exe, open_reader, resize_threads, sample_video
 from assets.video.pipe import PipeMismatch, decode_threads, host_cores, read_frames_pipe, select_expression
-from assets.video.resize import resize_frame
 from assets.video.plan import VideoSamplingConfig
+from assets.video.resize import resize_frame
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 

@@ -179,3 +179,28 @@ def test_a_missing_image_is_rejected_not_counted(normalized, processor, tmp_path
                 p["path"] = str(tmp_path / "gone.png")
     counts, rejected = count_table([row], TokenCounter(processor, {}))
     assert not counts and rejected[0]["reason"] == "unreadable_image"
+
+
+def test_contact_sheet_shows_hybrid_videos_first_and_every_source(stage):
+    import io
+
+    from PIL import Image
+
+    from assets.contract.markdown import MARKDOWN_IMAGE_BYTES, shrink_png
+    from assets.defs.video import video_sources
+    from assets.video.contact_sheet import choose_videos, contact_sheet_png, sampled_frames
+
+    _, _, result, _ = stage
+    sources = video_sources(result.samples)
+    chosen = choose_videos(result.videos, sources, limit=4)
+    assert [bool(v["hybrid"]) for v in chosen[:2]] == [True, True]  # the two MLVU videos (> 512 frames)
+    assert {sources[v["video_key"]] for v in chosen} == set(VIDEO_SOURCES)
+    assert all(v["status"] == "ok" for v in chosen)  # the corrupt and empty files are never drawn
+    frames = sampled_frames(chosen[0]["frames_file"], 5)
+    assert len(frames) == 5 and frames[0][0] == 0.0 and frames[-1][0] == max(t for t, _, _ in frames)
+    png = contact_sheet_png(result.videos, sources, per_video=5, limit=4)
+    image = Image.open(io.BytesIO(png))
+    assert image.size[0] >= 900
+    small = shrink_png(png)
+    assert len(small) <= MARKDOWN_IMAGE_BYTES and Image.open(io.BytesIO(small)).size[0] >= 900
+    assert contact_sheet_png([v for v in result.videos if v["status"] != "ok"], sources) is None

@@ -50,6 +50,8 @@ from assets.contract.chat_template import (
     VISION_START,
     render_chatml,
 )
+from assets.contract.layout import DataLayout
+from assets.video.frames import sample_videos
 from assets.video.inputs import video_pixel_values
 from training.packed_attention import (  # noqa: F401  (re-exported: the trainer imports them from here)
     PACKED_ATTENTION,
@@ -116,12 +118,13 @@ class SampleStore:
 
     def __init__(self, data_root: str | Path) -> None:
         self.root = Path(data_root)
+        self.layout = DataLayout(self.root)
         self._tables: dict[str, tuple[pa.Table, dict[str, int]]] = {}
         self._videos: dict[tuple[str, int], dict[str, Any]] | None = None
 
     def _source_table(self, source: str) -> tuple[pa.Table, dict[str, int]]:
         if source not in self._tables:
-            path = self.root / "chatml" / source / "conversations.parquet"
+            path = self.layout.conversations(source)
             if not path.is_file():
                 raise SampleNotFoundError(f"source {source!r}: no conversation table at {path}")
             table = pq.read_table(path)
@@ -131,34 +134,24 @@ class SampleStore:
 
     def conversation(self, sample_id: str, source: str | None = None) -> dict[str, Any]:
         """The conversation row of ``sample_id`` (searching every source when none is given)."""
-        sources = [source] if source else sorted(p.name for p in (self.root / "chatml").glob("*") if p.is_dir())
+        sources = [source] if source else self.layout.chatml_sources()
         for s in sources:
             table, index = self._source_table(s)
             if sample_id in index:
                 return table.slice(index[sample_id], 1).to_pylist()[0]
-        where = self.root / "chatml" / (source or "*") / "conversations.parquet"
+        where = self.layout.conversations(source or "*")
         raise SampleNotFoundError(f"sample {sample_id!r} not found in {where}")
 
     def _video_index(self) -> dict[tuple[str, int], dict[str, Any]]:
         if self._videos is None:
-            vdir = self.root / "video_frames"
-            samples_path, videos_path = vdir / "samples.parquet", vdir / "videos.parquet"
-            if not samples_path.is_file() or not videos_path.is_file():
-                self._videos = {}
-            else:
-                videos = {v["video_key"]: v for v in pq.read_table(videos_path).to_pylist()}
-                self._videos = {
-                    (s["sample_id"], s["video_no"]): {**videos.get(s["video_key"], {}), "sample_path": s["path"],
-                                                      "video_key": s["video_key"]}
-                    for s in pq.read_table(samples_path).to_pylist()
-                }
+            self._videos = sample_videos(self.layout.video_frames)
         return self._videos
 
     def _frames_file(self, sample_id: str, video_no: int) -> tuple[Path, list[list[int]]]:
         entry = self._video_index().get((sample_id, video_no))
         if entry is None:
             raise MissingMediaError(
-                f"sample {sample_id!r}: video {video_no} has no entry in {self.root / 'video_frames' / 'samples.parquet'}"
+                f"sample {sample_id!r}: video {video_no} has no entry in {self.layout.video_frames / 'samples.parquet'}"
             )
         if entry.get("status") != "ok":
             raise MissingMediaError(
@@ -167,7 +160,7 @@ class SampleStore:
             )
         path = Path(entry["frames_file"])
         if not path.is_file():
-            moved = self.root / "video_frames" / "frames" / path.name
+            moved = self.layout.video_frames / "frames" / path.name
             if not moved.is_file():
                 raise MissingMediaError(f"sample {sample_id!r}: video {video_no} frames file missing: {path}")
             path = moved

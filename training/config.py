@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.recipes import stage_capacities
+
 LR_SCHEDULES = ("cosine", "linear", "constant")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -152,8 +154,6 @@ class TrainConfig:
         if self.capacity:
             return int(self.capacity)
         if self.stage:
-            from training.recipes import stage_capacities
-
             return stage_capacities().get(self.stage)
         return None
 
@@ -264,8 +264,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     Reads only small things (file existence, parquet schemas, JSON): never the model.
     """
-    from training.recipes import stage_capacities
-
     problems: list[str] = []
     _check_model_path(cfg.model_path, problems)
     _check_method(cfg.method, problems)

@@ -25,12 +25,16 @@ order, and repeats are explicit rows), so a resumed run at step ``n`` simply sta
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
+from training.collator import PackedBatchBuilder, SampleStore, load_packed_rows
 from training.config import TrainConfig
+from training.loss import hf_model
+from training.positions.packed import position_rule_for_model
 
 
 class PackedSource(Sequence):
@@ -44,28 +48,17 @@ class PackedSource(Sequence):
     """
 
     def __init__(self, cfg: TrainConfig, processor: Any, model: Any = None) -> None:
-        import inspect
-
-        from training.collator import PackedBatchBuilder, SampleStore, load_packed_rows
-
         self.rows = load_packed_rows([str(s) for s in cfg.shards])
         if not self.rows:
             raise ValueError(f"the shards {cfg.shards} hold no packed sequences")
         accepted = inspect.signature(PackedBatchBuilder).parameters
         kwargs: dict[str, Any] = {}
         if model is not None:
-            from training.loss import hf_model
-
             base = hf_model(model)
             if "attn_implementation" in accepted:
                 kwargs["attn_implementation"] = base.config._attn_implementation
             if "position_fn" in accepted:
-                try:
-                    from training.positions.packed import position_rule_for_model
-                except ImportError:
-                    pass
-                else:
-                    kwargs["position_fn"] = position_rule_for_model(base)
+                kwargs["position_fn"] = position_rule_for_model(base)
         self.build = PackedBatchBuilder(processor, SampleStore(cfg.data_root), **kwargs)
 
     def __len__(self) -> int:

@@ -20,9 +20,13 @@ from typing import Any
 
 import torch
 
+from training import distributed
 from training.config import TrainConfig
+from training.loss import CausalLMLoss
+from training.modeling import resolve_attn_implementation, resolve_dtype, unwrap
 from training.optim import build_optimizer, build_scheduler
 from training.state import STATE_FILE, TrainerState, read_trainer_state, rng_state, set_rng_state, state_dirs
+from training.ulysses import enable_ulysses
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SHIPPED = {"zero2": CONFIG_DIR / "zero2.json", "zero3_offload": CONFIG_DIR / "zero3_offload.json"}
@@ -77,16 +81,10 @@ def deepspeed_engine(model, cfg: TrainConfig, info):
     the CPU-offloaded AdamW of ZeRO-3 offload, with our schedule on top)."""
     import deepspeed
 
-    from training.modeling import resolve_attn_implementation, resolve_dtype
-
     ds_config = resolve_deepspeed_config(cfg, info.world_size, resolve_dtype(cfg, info.device))
     mpu = None
     if cfg.sequence_parallel_size > 1:
-        from training.ulysses import enable_ulysses
-
         mpu = enable_ulysses(model, resolve_attn_implementation(cfg, info.device), cfg.sequence_parallel_size)
-    from training.loss import CausalLMLoss
-
     sp_group = None
     if mpu is not None:
         sp_group = mpu.get_sequence_parallel_group()
@@ -105,9 +103,6 @@ def deepspeed_engine(model, cfg: TrainConfig, info):
 
 def save_ds_state(engine, cfg: TrainConfig, trainer: TrainerState, info) -> Path:
     """Every rank writes its shard (``engine.save_checkpoint``); rank 0 then marks it complete."""
-    from training import distributed
-    from training.modeling import unwrap
-
     tag = f"step_{trainer.step}"
     path = cfg.state_root / tag
     engine.save_checkpoint(str(cfg.state_root), tag=tag)
@@ -122,8 +117,6 @@ def save_ds_state(engine, cfg: TrainConfig, trainer: TrainerState, info) -> Path
 
 
 def load_ds_state(engine, path: Path, info) -> TrainerState:
-    from training.modeling import unwrap
-
     load_path, _ = engine.load_checkpoint(
         str(path.parent), tag=path.name, load_optimizer_states=True, load_lr_scheduler_states=True
     )

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from training.modeling import unwrap
+
 IGNORE = -100
 
 
 def hf_model(model):
     """The transformers model under DDP/DeepSpeed/peft wrappers."""
-    from training.modeling import unwrap
-
     model = unwrap(model)
     if isinstance(model, CausalLMLoss):
         model = model.model

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from training.config import TrainConfig
+from training.positions.apply import apply_position_method, load_with_position_method
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,6 @@ def load_model(cfg: TrainConfig, device: torch.device):
     The configured method replaces a recorded one (frequencies are computed from the stock
     base, so nothing stacks); None keeps what the checkpoint records.
     """
-    from training.positions.apply import apply_position_method, load_with_position_method
-
     model = load_with_position_method(
         cfg.model_path,
         model_cls=model_class(cfg.model_path),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assets.contract.layout import BASE_MODEL_REF, DataLayout
 from training.config import ConfigError, TrainConfig, validate
 from training.recipes import Recipe, previous_stage
 
@@ -35,18 +36,9 @@ class StagePlan:
         return Path(self.config.output_dir) / "run.json"
 
 
-def checkpoint_final_dir(data_root: Path, recipe: str, stage: str) -> Path:
-    """Same layout as ``assets.defs.partitions.checkpoint_dir`` (kept Dagster-free here)."""
-    return Path(data_root) / "checkpoints" / recipe / stage / "final"
-
-
-def mixture_shard(data_root: Path, stage: str) -> Path:
-    return Path(data_root) / "etvlm_mixture" / stage / "mixture.parquet"
-
-
 def base_model_path(recipe: Recipe, data_root: Path) -> str:
-    if recipe.base_model == "model/base":
-        return str(Path(data_root) / "model" / "base")
+    if recipe.base_model == BASE_MODEL_REF:
+        return str(DataLayout(data_root).base_model)
     return recipe.base_model
 
 
@@ -55,6 +47,7 @@ def plan_stage(
 ) -> StagePlan:
     """The validated run of ``recipe`` at ``stage``; raises :class:`PlanError` otherwise."""
     data_root = Path(data_root)
+    layout = DataLayout(data_root)
     overrides = dict(overrides or {})
     if stage not in recipe.stages:
         raise PlanError(
@@ -64,16 +57,16 @@ def plan_stage(
     prev = previous_stage(stage, recipe.stages)
     if prev is None:
         model_path = base_model_path(recipe, data_root)
-        if recipe.base_model == "model/base" and not (Path(model_path) / "config.json").is_file():
+        if recipe.base_model == BASE_MODEL_REF and not (Path(model_path) / "config.json").is_file():
             raise PlanError(f"the base model is missing at {model_path}: materialise model/base first")
     else:
-        model_path = str(checkpoint_final_dir(data_root, recipe.name, prev))
+        model_path = str(layout.checkpoint(recipe.name, prev))
         if not (Path(model_path) / "config.json").is_file():
             raise PlanError(
                 f"stage {stage!r} of recipe {recipe.name!r} starts from stage {prev!r}, whose checkpoint is "
                 f"missing at {model_path}: materialise checkpoint {recipe.name}|{prev} first"
             )
-    shard = mixture_shard(data_root, stage)
+    shard = layout.mixture(stage)
     if overrides.get("batch_source", "packed") == "packed" and not shard.is_file():
         raise PlanError(f"the mixture shard for stage {stage!r} is missing at {shard}: materialise etvlm_mixture {stage} first")
 
@@ -83,7 +76,7 @@ def plan_stage(
         raise PlanError(f"recipe {recipe.name!r} has extra settings that are not TrainConfig fields: {unknown}")
     values: dict[str, Any] = {
         "model_path": model_path,
-        "output_dir": str(checkpoint_final_dir(data_root, recipe.name, stage).parent),
+        "output_dir": str(layout.checkpoint_run(recipe.name, stage)),
         "recipe": recipe.name,
         "stage": stage,
         "method": recipe.method,

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from assets.contract.layout import BASE_MODEL_REF
+
 # Stage name -> sequence capacity in tokens. Order is the progressive order.
 DEFAULT_STAGES: dict[str, int] = {"8k": 8192, "32k": 32768, "64k": 65536, "128k": 131072}
 
@@ -56,7 +58,7 @@ class Recipe:
 
     name: str
     method: dict[str, Any]
-    base_model: str = "model/base"
+    base_model: str = BASE_MODEL_REF
     stages: tuple[str, ...] = ("8k", "32k")
     steps_per_stage: int = 4
     learning_rate: float = 1e-3

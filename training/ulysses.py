@@ -11,6 +11,8 @@ How the sequence is split and the loss combined is in :class:`training.loss.Caus
 
 from __future__ import annotations
 
+from training.modeling import vision_module
+
 VISION_SUFFIX = "_giraffe_vision"
 
 
@@ -18,8 +20,6 @@ def keep_vision_attention_local(model, core_attn_implementation: str) -> str:
     """The vision tower keeps the plain ``core`` attention under ``<core>_giraffe_vision``
     (the name keeps ``flash`` in it, so the vision varlen path stays on when it was)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
-
-    from training.modeling import vision_module
 
     name = core_attn_implementation + VISION_SUFFIX
     AttentionInterface.register(name, ALL_ATTENTION_FUNCTIONS[core_attn_implementation])

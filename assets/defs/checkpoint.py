@@ -27,15 +27,18 @@ from typing import Optional
 
 import dagster as dg
 
-from assets.defs.model import BASE_MODEL_KEY
-from assets.defs.partitions import CHECKPOINT_KEY, checkpoint_partitions
-from assets.defs.resources import DataStore
+from assets.contract.layout import PROJECT_ROOT
+from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, MIXTURE_KEY, TRAINING_GROUP
+from assets.defs.metadata import TRAINING_TEAM
+from assets.defs.partitions import checkpoint_partitions
 
-TRAINING_GROUP = "training"
-MIXTURE_KEY = dg.AssetKey(["etvlm_mixture"])
+# Bump when the training job's output changes for the same inputs (the loop, export, metadata).
+CHECKPOINT_CODE_VERSION = "1"
 from assets.defs.pools import GPU_POOL  # the instance limits this pool to 1
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from assets.defs.resources import DataStore
+from training.launch import LaunchConfig, build_command, describe
+from training.plan import PlanError, plan_stage
+from training.recipes import load_recipes
 
 
 class CheckpointConfig(dg.Config):
@@ -90,6 +93,8 @@ def _job_env(config: CheckpointConfig) -> dict[str, str]:
     key=CHECKPOINT_KEY,
     partitions_def=checkpoint_partitions,
     group_name=TRAINING_GROUP,
+    code_version=CHECKPOINT_CODE_VERSION,
+    owners=[TRAINING_TEAM],
     kinds={"pytorch", "deepspeed"},
     pool=GPU_POOL,
     deps=[
@@ -101,7 +106,7 @@ def _job_env(config: CheckpointConfig) -> dict[str, str]:
     ],
     description="One stage of progressive context extension for one recipe: a save_pretrained "
     "checkpoint (safetensors, position method in config.json, processor files) at "
-    "checkpoints/<recipe>/<stage>/final, trained from the previous stage's checkpoint of the same "
+    "`checkpoints/<recipe>/<stage>/final`, trained from the previous stage's checkpoint of the same "
     "recipe (the base model for the first stage) in a Pipes subprocess (python / torchrun / deepspeed).",
 )
 def checkpoint(
@@ -110,10 +115,6 @@ def checkpoint(
     store: DataStore,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    from training.launch import LaunchConfig, build_command, describe
-    from training.plan import PlanError, plan_stage
-    from training.recipes import load_recipes
-
     keys = context.partition_key.keys_by_dimension
     recipe_name, stage = keys["recipe"], keys["stage"]
     recipes = load_recipes()

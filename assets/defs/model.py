@@ -5,10 +5,14 @@ import json
 
 import dagster as dg
 
+from assets.defs.keys import BASE_MODEL_KEY, MODEL_GROUP
+from assets.defs.metadata import TRAINING_TEAM
 from assets.defs.resources import DataStore, SourceHub
+from assets.sources.embedded.text import corpus
+from training.tiny_model import build_tiny_qwen2_vl
 
-MODEL_GROUP = "model"
-BASE_MODEL_KEY = dg.AssetKey(["model", "base"])
+# Bump when the embedded tiny model or the download changes what lands on disk.
+BASE_MODEL_CODE_VERSION = "1"
 
 
 class BaseModelConfig(dg.Config):
@@ -21,6 +25,8 @@ class BaseModelConfig(dg.Config):
 @dg.asset(
     key=BASE_MODEL_KEY,
     group_name=MODEL_GROUP,
+    code_version=BASE_MODEL_CODE_VERSION,
+    owners=[TRAINING_TEAM],
     kinds={"transformers", "pytorch"},
     description="Base model and processor (save_pretrained layout). Embedded default: a tiny "
     "Qwen2-VL with random weights and a BPE tokenizer trained on the sample text, real special tokens.",
@@ -33,9 +39,6 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
         path = snapshot_download(config.hub_model_id, local_dir=str(out), token=hub.token)
         kind = config.hub_model_id
     else:
-        from assets.sources.embedded.text import corpus
-        from training.tiny_model import build_tiny_qwen2_vl
-
         path = build_tiny_qwen2_vl(out, corpus(seed=hub.seed, n_documents=config.tokenizer_documents))
         kind = "tiny-qwen2-vl (random weights)"
     cfg = json.loads((out / "config.json").read_text())

@@ -1,12 +1,10 @@
-"""Partitions shared by the stage, training and evaluation assets, and where checkpoints live.
+"""Partitions shared by the stage, training and evaluation assets.
 
 ``stage`` partitions the packed shards, the mixture and (with ``recipe``) the checkpoints and
 evaluations, so a score can be followed back to the exact stage's shards.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import dagster as dg
 
@@ -21,9 +19,3 @@ recipe_partitions = dg.StaticPartitionsDefinition(list(RECIPES))
 # Dimension names sort alphabetically in Dagster's key ("recipe|stage" -> "mrope_pp|8k").
 checkpoint_partitions = dg.MultiPartitionsDefinition({"recipe": recipe_partitions, "stage": stage_partitions})
 
-CHECKPOINT_KEY = dg.AssetKey(["checkpoint"])
-
-
-def checkpoint_dir(data_root: str | Path, recipe: str, stage: str) -> Path:
-    """The Hugging Face folder (safetensors + config + processor) of a finished stage."""
-    return Path(data_root) / "checkpoints" / recipe / stage / "final"

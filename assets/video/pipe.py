@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 
-
 def host_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
     try:

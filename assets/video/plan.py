@@ -51,6 +51,7 @@ from assets.video.grid import (
 )
 from assets.video.hybrid import hybrid_layout
 
+FIXED_COUNT_FPS = 1e9  # with min_frames = max_frames = N, every video yields min(N, its frames)
 RESIZE_METHODS = ("torch", "pil")
 
 
@@ -80,6 +81,12 @@ class VideoSamplingConfig:
             f"fps={self.fps:g};min={self.min_frames};max={self.max_frames};px={self.min_pixels},"
             f"{self.max_pixels},{self.total_pixels};hybrid={hybrid};resize={self.resize};v3"
         )
+
+    @classmethod
+    def fixed_count(cls, frames: int, **settings) -> "VideoSamplingConfig":
+        """``frames`` frames spread uniformly over every video, whatever its length (fewer
+        when it has fewer): the fixed-count protocol some benchmarks report next to 2 fps."""
+        return cls(fps=FIXED_COUNT_FPS, min_frames=frames, max_frames=frames, **settings)
 
     def with_part(self, fps: float | None, max_frames: int | None) -> "VideoSamplingConfig":
         """The config a conversation's video part asks for (its fps and frame cap win)."""

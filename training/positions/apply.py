@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from training.positions.rope import RopeMethodConfig, RotaryShape, compute_frequencies
-from training.positions.v2pe import IMAGE, TEXT, VIDEO, DeltaSampler, V2PEConfig, v2pe_mrope_positions
+from training.positions.v2pe import IMAGE, VIDEO, DeltaSampler, V2PEConfig, v2pe_mrope_positions
 
 CONFIG_KEY = "giraffe_position_method"
 _RUNTIME_ROPE_TYPES = ("dynamic", "longrope")  # these recompute inv_freq inside forward

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from training.positions.apply import V2PERopeIndex, _rope_index_owners, as_position_method
 from training.positions.v2pe import IMAGE, TEXT, VIDEO, DeltaSampler, V2PEConfig, v2pe_mrope_positions
 
 MODES = ("concat", "isolated")
@@ -203,8 +204,6 @@ def position_rule_from_method(method=None, *, training: bool = True, spatial_mer
     stock positions; V2PE gets its own seeded sampler (``V2PEConfig.seed``), drawing in
     training and fixed at ``inference_delta`` otherwise.
     """
-    from training.positions.apply import as_position_method
-
     v2pe = None
     if isinstance(method, V2PEConfig):
         v2pe = method
@@ -219,8 +218,6 @@ def position_rule_from_method(method=None, *, training: bool = True, spatial_mer
 def position_rule_for_model(model) -> PositionRule:
     """The rule the model itself uses: V2PE (sharing the model's sampler and its ``training``
     flag) when ``apply_position_method`` patched its ``get_rope_index``, else stock."""
-    from training.positions.apply import V2PERopeIndex, _rope_index_owners
-
     merge = int(getattr(getattr(model.config, "vision_config", None), "spatial_merge_size", 2))
     for owner in _rope_index_owners(model):
         index = owner.__dict__.get("get_rope_index")

@@ -56,9 +56,25 @@ from typing import Any
 
 import torch
 
-METHOD_NAMES: tuple[str, ...] = ("none", "base", "pi", "ntk", "yarn", "mrope++")
-_SCALED_METHODS = frozenset({"pi", "ntk", "yarn", "mrope++"})
 AXES = ("t", "h", "w")
+
+# name -> (shape, config) -> (inverse frequencies, attention scaling); filled by @method below
+FrequencyRule = Callable[["RotaryShape", "RopeMethodConfig"], tuple[torch.Tensor, float]]
+METHODS: dict[str, FrequencyRule] = {}
+_SCALED_METHODS: set[str] = set()  # methods that need original_length and target_length
+
+
+def method(name: str, *, scaled: bool = False) -> Callable[[FrequencyRule], FrequencyRule]:
+    """Register a frequency rule under ``name``: adding a method is one decorated function here
+    (the config's validation, the CLI's choices and the recipes read the registry)."""
+
+    def register(rule: FrequencyRule) -> FrequencyRule:
+        METHODS[name] = rule
+        if scaled:
+            _SCALED_METHODS.add(name)
+        return rule
+
+    return register
 
 
 @dataclass(frozen=True)
@@ -158,18 +174,22 @@ def base_inverse_frequencies(head_dim: int, base: float) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
 
 
+@method("none")
 def _none(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.Tensor, float]:
     return base_inverse_frequencies(shape.head_dim, shape.base), 1.0
 
 
+@method("base")
 def _new_base(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.Tensor, float]:
     return base_inverse_frequencies(shape.head_dim, float(cfg.new_base)), 1.0
 
 
+@method("pi", scaled=True)
 def _pi(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.Tensor, float]:
     return base_inverse_frequencies(shape.head_dim, shape.base) / cfg.scale, 1.0
 
 
+@method("ntk", scaled=True)
 def _ntk(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.Tensor, float]:
     dim = shape.head_dim
     return base_inverse_frequencies(dim, shape.base * cfg.scale ** (dim / (dim - 2))), 1.0
@@ -185,6 +205,7 @@ def _yarn_correction_dim(n_rotations: float, dim: int, base: float, length: int)
     return dim * math.log(length / (n_rotations * 2 * math.pi)) / (2 * math.log(base))
 
 
+@method("yarn", scaled=True)
 def _yarn(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.Tensor, float]:
     dim, s = shape.head_dim, cfg.scale
     low = _yarn_correction_dim(cfg.yarn_beta_fast, dim, shape.base, int(cfg.original_length))
@@ -226,20 +247,14 @@ def mrope_plus_plus_factors(shape: RotaryShape, scale: float, target_length: flo
     return factors
 
 
+@method("mrope++", scaled=True)
 def _mrope_plus_plus(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.Tensor, float]:
     factors = torch.tensor(mrope_plus_plus_factors(shape, cfg.scale, float(cfg.target_length)), dtype=torch.float64)
     theta = base_inverse_frequencies(shape.head_dim, shape.base)
     return (theta.double() * factors).float(), 1.0
 
 
-METHODS: dict[str, Callable[[RotaryShape, RopeMethodConfig], tuple[torch.Tensor, float]]] = {
-    "none": _none,
-    "base": _new_base,
-    "pi": _pi,
-    "ntk": _ntk,
-    "yarn": _yarn,
-    "mrope++": _mrope_plus_plus,
-}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)  # none, base, pi, ntk, yarn, mrope++
 
 
 def compute_frequencies(cfg: RopeMethodConfig, shape: RotaryShape) -> RopeFrequencies:
