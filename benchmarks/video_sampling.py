@@ -151,13 +151,16 @@ def pyav_frames(path: Path, indices, sizes) -> list[np.ndarray]:
     return out
 
 
-def ffmpeg_scale_frames(path: Path, indices, size, threads: int) -> list[np.ndarray]:
-    """The limit: ffmpeg selects and scales (swscale bicubic) to rgb24; Python only reads."""
+def ffmpeg_scale_frames(path: Path, indices, size, threads: int, scale: bool = True) -> list[np.ndarray]:
+    """The limit: ffmpeg selects and scales (swscale bicubic) to rgb24; Python only reads.
+    ``scale=False`` (``ffmpeg-rgb``, with ``--decode-only``): the sampled frames at the source
+    size, the decode, conversion and pipe that ours does before its resize."""
     h, w = size
     unique = sorted({int(i) for i in indices})
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "graph.txt"
-        script.write_text(f"select='{select_expression(unique)}',scale={w}:{h}:flags=bicubic")
+        scaler = f",scale={w}:{h}:flags=bicubic" if scale else ""
+        script.write_text(f"select='{select_expression(unique)}'{scaler}")
         proc = subprocess.run(
             [ffmpeg_exe(), "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path), "-map", "0:v:0",
              "-/vf", str(script), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
@@ -192,7 +195,7 @@ def qwen_vl_utils_frames(site: str, path: Path) -> tuple[list[int], np.ndarray]:
     return list(meta["frames_indices"]), video.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def contenders(path: Path, idx, sizes, cores: int) -> dict:
+def contenders(path: Path, idx, sizes, cores: int, native: tuple[int, int]) -> dict:
     """Every path as a zero-argument call on one clip and plan."""
     cfg, pil_cfg = VideoSamplingConfig(hybrid=None), VideoSamplingConfig(hybrid=None, resize="pil")
     return {
@@ -203,6 +206,7 @@ def contenders(path: Path, idx, sizes, cores: int) -> dict:
         "torchcodec": lambda: torchcodec_frames(path, idx, sizes, cores),
         "pyav": lambda: pyav_frames(path, idx, sizes),
         "ffmpeg-scale": lambda: ffmpeg_scale_frames(path, idx, sizes[0], cores),
+        "ffmpeg-rgb": lambda: ffmpeg_scale_frames(path, idx, native, cores, scale=False),
     }
 
 
@@ -226,8 +230,9 @@ def median_interleaved(fns: dict, repeats: int, check) -> tuple[dict, dict, dict
             out = fn()
             times[name].append((time.perf_counter() - t, cpu_seconds() - c))
             diff = check(name, out.frames if hasattr(out, "frames") else out)
-            prior = checked.get(name, diff)
-            checked[name] = -1 if min(prior, diff) < 0 else max(prior, diff)  # the worst over the repeats
+            if diff is not None:  # None: not comparable (ffmpeg-rgb is not resized)
+                prior = checked.get(name, diff)
+                checked[name] = -1 if min(prior, diff) < 0 else max(prior, diff)  # the worst over the repeats
             del out
     wall = {k: statistics.median(t for t, _ in v) for k, v in times.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
@@ -244,7 +249,9 @@ def pixel_check(ref: list, pil_ref: list, means: dict):
     """``check(name, frames)``: max abs diff to the torch-resized decord frames (``ours-pil`` to
     the PIL-resized ones); for the paths whose pixels differ, the mean abs diff goes in ``means``."""
 
-    def check(name: str, frames) -> int:
+    def check(name: str, frames) -> int | None:
+        if name == "ffmpeg-rgb":
+            return None
         against = pil_ref if name == "ours-pil" else ref
         if name in ("decord+PIL", "ffmpeg-scale") and len(frames) == len(against):
             means[name] = float(np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(frames, against)]))
@@ -269,6 +276,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--qwen-vl-utils", dest="qvu", help="a --target dir with qwen-vl-utils and torchvision")
     ap.add_argument("--skip", nargs="*", default=[], help="paths to leave out, e.g. pyav")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="add ffmpeg-rgb: ffmpeg select to rgb24 at the source size, no resize")
     args = ap.parse_args()
     import torch
 
@@ -278,6 +287,7 @@ def main() -> None:
     print(f"machine: {machine()}; load average at start (1, 5, 15 min) "
           + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     names = ["decord+PIL", "decord+torch", "ours", "ours-pil", "torchcodec", "pyav", "ffmpeg-scale"]
+    names += ["ffmpeg-rgb"] if args.decode_only else []
     names = [n for n in names if n not in args.skip]
     print("| clip | frames | size | " + " | ".join(f"{n} s (cpu)" for n in names)
           + " | decord+PIL / ours | ours / limit | max diff to decord+torch: ours, torchcodec, pyav; PIL, ffmpeg-scale"
@@ -300,7 +310,7 @@ def main() -> None:
             meta = probe(path, open_reader(path))
             plan = plan_video(meta.total_frames, meta.fps, meta.height, meta.width, cfg)
             idx, sizes = plan.indices, plan.sizes
-            paths = contenders(path, idx, sizes, cores)
+            paths = contenders(path, idx, sizes, cores, (meta.height, meta.width))
             ref = baseline_frames(path, idx, sizes, resize="torch")  # qwen-vl-utils' decord path
             pil_ref = baseline_frames(path, idx, sizes, resize="pil")
 
