@@ -31,6 +31,8 @@ hybrid off) and returns uint8 (H, W, 3) frames at the planned size:
 * ``ffmpeg select,scale`` (the limit): the same ffmpeg binary as ours, ``select`` then
   ``scale=w:h:flags=bicubic`` to rgb24 rawvideo, read into numpy: decoding with the resize done
   inside FFmpeg's scaler, no Python resize at all (its pixels differ: swscale's bicubic).
+* ``ffmpeg-rgb`` (only with ``--decode-only``): the same ``select`` to rgb24 at the source size,
+  no resize: what ours' pipe costs before its resize, to split ours' gap to the limit.
 
 torch runs with one intra-op thread in every path (``sample_video`` sets that itself; a
 per-frame resize next to a decoder gains nothing from an OpenMP team and loses to its spinning:
