@@ -372,7 +372,7 @@ def run(argv: list[str] | None = None) -> int:
             gen_longalign(src, n, a.long_words)
         print(f"# {kind} {n}: source ready in {time.perf_counter() - t:.0f} s ({_bytes(str(src)) / 2**20:.0f} MB)", flush=True)
         args = {"kind": kind, "src": str(src), "out": str(out / "runs" / f"{kind}-{n}"), "model": str(model),
-                "workers": a.workers, "batch_size": a.batch_size, "label": f"{kind} {n // 1000}K"}
+                "workers": a.workers, "batch_size": a.batch_size, "label": f"{kind} {n // 1000}K" if n >= 1000 else f"{kind} {n}"}
         for stage in stages:
             if stage == "polars_chatml" and kind != "llava":
                 continue

@@ -140,3 +140,25 @@ def test_a_json_array_is_read_through_its_json_lines_copy(tmp_path):
     lines = tmp_path / "user" / "x.jsonl"
     lines.write_text("\n".join(json.dumps(r) for r in rows))
     assert json_lines_copies([lines], tmp_path / "work") == [lines]  # JSON Lines is read as it is
+
+
+def test_pooled_token_counts_equal_the_processors_counts(normalized, processor, tmp_path):
+    """token_counts over two workers (the tokenizer and the checked patch rule, batches of 4)
+    gives every image-bearing and text sample the counts of one process with the processor."""
+    from assets.contract.conversation import CONVERSATION_SCHEMA
+    from assets.tokens.count import LightProcessor, TokenCounter, count_table, light_processor
+    from assets.tokens.stage import run_token_counts
+
+    assert isinstance(light_processor(processor), LightProcessor)
+    inputs, expected = {}, []
+    for name in ("m3it", "llava_instruct", "mmdu", "longalpaca"):
+        rows = [c.to_row() for c in normalized[name].conversations]
+        path = tmp_path / "chatml" / name / "conversations.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA), path)
+        inputs[name] = path
+        expected += count_table(rows, TokenCounter(processor, {}))[0]
+    summary = run_token_counts(inputs, processor, tmp_path / "video_frames", tmp_path / "out", workers=2, batch_size=4)
+    assert summary.workers == 2 and summary.counted == len(expected) and summary.rejected == 0
+    assert pq.read_table(tmp_path / "out" / "token_counts.parquet").to_pylist() == expected
+    assert sum(c["n_image_tokens"] for c in expected) > 0

@@ -96,15 +96,15 @@ def test_a_changed_resize_re_decodes_and_an_unchanged_one_does_not(stage, tmp_pa
     path, frames_dir = refs[0].path, tmp_path / "frames"
     frames_dir.mkdir()
     torch_cfg, pil_cfg = VideoSamplingConfig(), VideoSamplingConfig(resize="pil")
-    first = sample_to_shard(path, torch_cfg, str(frames_dir), store="png")
+    first = sample_to_shard(path, torch_cfg, str(frames_dir))
     shard = frames_dir / f"{first['video_key']}.parquet"
     stamp = shard.stat().st_mtime_ns
-    same = sample_to_shard(path, torch_cfg, str(frames_dir), store="png")
+    same = sample_to_shard(path, torch_cfg, str(frames_dir))
     assert not first["cached"] and same["cached"] and same["video_key"] == first["video_key"]
     assert shard.stat().st_mtime_ns == stamp  # not rewritten
-    pil = sample_to_shard(path, pil_cfg, str(frames_dir), store="png")
+    pil = sample_to_shard(path, pil_cfg, str(frames_dir))
     assert not pil["cached"] and pil["video_key"] != first["video_key"]
-    assert sample_to_shard(path, pil_cfg, str(frames_dir), store="png")["cached"]
+    assert sample_to_shard(path, pil_cfg, str(frames_dir))["cached"]
     plan, torch_frames = read_frames(first["frames_file"])
     _, pil_frames = read_frames(pil["frames_file"])
     idx, sizes = plan["indices"], [tuple(x) for x in plan["sizes"]]
@@ -187,11 +187,11 @@ def test_contact_sheet_shows_hybrid_videos_first_and_every_source(stage):
     from PIL import Image
 
     from assets.contract.markdown import MARKDOWN_IMAGE_BYTES, shrink_png
-    from assets.defs.video import sources_of_videos as video_sources
+    from assets.defs.video import sources_of_videos
     from assets.video.contact_sheet import choose_videos, contact_sheet_png, sampled_frames
 
     _, _, result, _ = stage
-    sources = video_sources(result.samples)
+    sources = sources_of_videos(result.samples)
     chosen = choose_videos(result.videos, sources, limit=4)
     assert [bool(v["hybrid"]) for v in chosen[:2]] == [True, True]  # the two MLVU videos (> 512 frames)
     assert {sources[v["video_key"]] for v in chosen} == set(VIDEO_SOURCES)

@@ -38,7 +38,7 @@ from assets.contract.conversation import (
     sample_id_and_json,
 )
 from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
-from assets.contract.pool import ordered_map, portable, resolve_workers, unportable
+from assets.contract.pool import ordered_map, parquet_bytes, plan_workers, portable, unportable
 from assets.contract.progress import Progress, Sink
 from assets.sources.hub import read_manifest
 from assets.sources.records import decode_json_columns, json_columns
@@ -208,12 +208,9 @@ def run_chatml(
     written atomically. ``workers`` None or 0: every core."""
     manifest = read_manifest(raw_dir)
     data_path = Path(manifest["data_path"])
-    meta = pq.read_metadata(data_path)
-    total = meta.num_rows
-    batch_size = max(1, int(batch_size))
+    total = pq.read_metadata(data_path).num_rows
     whole = spec.group_key is not None
-    n_batches = 1 if whole else max(1, -(-total // batch_size))
-    workers = max(1, min(resolve_workers(workers), n_batches))
+    workers, batch_size = (1, max(1, int(batch_size))) if whole else plan_workers(workers, total, batch_size, parquet_bytes(data_path))
     summary = ChatmlSummary(source=spec.name, workers=workers)
     initargs = (
         portable(spec), [str(p) for p in manifest["media_roots"]], str(media_dir or out_dir / "media"),

@@ -38,6 +38,38 @@ def resolve_workers(workers: int | None) -> int:
     return default_workers() if not workers or workers <= 0 else int(workers)
 
 
+# Below this much data (uncompressed Parquet bytes) a stage left to choose runs in its own
+# process: starting spawned workers costs seconds, more than the work (the embedded demo).
+POOL_MIN_BYTES = 8 << 20
+BATCHES_PER_WORKER = 4
+
+
+def plan_workers(workers: int | None, rows: int, batch_size: int, data_bytes: int) -> tuple[int, int]:
+    """(processes, rows per batch) for ``rows`` rows of ``data_bytes``. Workers set in config
+    are used as given (at most one per batch). Left to the default (None or 0), every core
+    once the data is worth a pool, and batches small enough that each worker gets several
+    (a source of 300 long documents is not one batch on one core)."""
+    batch_size = max(1, int(batch_size))
+    if workers and workers > 0:
+        return max(1, min(int(workers), -(-rows // batch_size))), batch_size
+    cores = default_workers()
+    if cores <= 1 or rows < 2 or data_bytes < POOL_MIN_BYTES:
+        return 1, batch_size
+    batch = max(1, min(batch_size, -(-rows // (cores * BATCHES_PER_WORKER))))
+    return max(1, min(cores, -(-rows // batch))), batch
+
+
+def parquet_bytes(*paths) -> int:
+    """Uncompressed data bytes of Parquet files, from their footers."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in paths:
+        meta = pq.read_metadata(path)
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total
+
+
 def portable(obj: Any) -> bytes:
     """``obj`` as bytes a spawned worker can load: pickle, or cloudpickle for closures."""
     try:

@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 
 from assets.contract.atomic import atomic_path
 from assets.contract.conversation import REJECTED_SCHEMA
-from assets.contract.pool import ordered_map, portable, resolve_workers, unportable
+from assets.contract.pool import ordered_map, parquet_bytes, plan_workers, portable, unportable
 from assets.contract.progress import Progress, Sink
-from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
+from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, light_processor, video_token_mismatches
 
 DEFAULT_BATCH_ROWS = 512
 REJECTED_SHOWN = 20
@@ -117,10 +117,8 @@ def run_token_counts(
     """Count every conversation of ``inputs`` (source -> conversations.parquet) into
     ``out_dir/token_counts.parquet`` and ``out_dir/rejected.parquet`` (atomic). ``workers``
     None or 0: every core. ``schema_metadata`` is added to the counts file's schema."""
-    batch_size = max(1, int(batch_size))
     rows_total = sum(pq.read_metadata(p).num_rows for p in inputs.values())
-    n_batches = max(1, -(-rows_total // batch_size))  # a pool only pays off over several batches
-    workers = max(1, min(resolve_workers(workers), n_batches))
+    workers, batch_size = plan_workers(workers, rows_total, batch_size, parquet_bytes(*inputs.values()))
     summary = TokenSummary(workers=workers, per_source=dict.fromkeys(inputs, 0))
     plans = video_plans(video_dir)
     frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
@@ -130,7 +128,7 @@ def run_token_counts(
         samples, videos = [], []
     video_ids = pa.array(sorted({s["sample_id"] for s in samples}), type=pa.string())
     video_counts: list[dict[str, Any]] = []
-    initargs = (portable(processor), portable(plans), portable(keep) if keep is not None else None, workers > 1)
+    initargs = (portable(light_processor(processor) if workers > 1 else processor), portable(plans), portable(keep) if keep is not None else None, workers > 1)
     progress = Progress(STAGE, rows_total, log, unit="samples")
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
