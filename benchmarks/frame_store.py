@@ -121,7 +121,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--resolutions", default="360,720,1080")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-reference", action="store_true", help="only the offered stores")
+    ap.add_argument("--stage", type=int, default=0,
+                    help="instead: run the stage (workers=0, every core) on this many clips per store; print cores used")
     args = ap.parse_args()
+    if args.stage:
+        return stage_cores(args)
     cfg = VideoSamplingConfig()
     print(f"{os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f}, clips of {args.seconds:g} s at 30 fps")
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -157,6 +162,9 @@ def main() -> None:
                       f"{best[0]:.2f} ({best[1]:.2f}) | {len(frames)} of {frames[0].shape[1]}x{frames[0].shape[0]}, "
                       f"{'identical' if same else 'DIFFERENT'} |", flush=True)
             duration = row["duration"]
+            if args.skip_reference:
+                print(f"\nload average after {res}p: {os.getloadavg()[0]:.2f}")
+                continue
             for label, fmt, kw in (("PNG zlib level 6 (not offered)", "PNG", {"compress_level": 6}),
                                    ("PNG zlib level 9 (not offered)", "PNG", {"compress_level": 9}),
                                    ("WebP lossless method 4 (not offered)", "WEBP", {"lossless": True, "quality": 100, "method": 4})):
@@ -177,6 +185,34 @@ def main() -> None:
                 print(f"| {label} | {size / duration / 1e3:.1f} | {size / 1e3:.0f} | {size / src:.2f} | {enc:.2f} (enc+dec) | | "
                       f"{'lossless' if lossless else 'NOT LOSSLESS'} |", flush=True)
             print(f"\nload average after {res}p: {os.getloadavg()[0]:.2f}")
+
+
+def stage_cores(args) -> None:
+    """The stage itself (``run_video_frames``, default workers = every core) on ``args.stage``
+    clips of each resolution: wall, CPU seconds of this process and all its children (pool
+    workers and their ffmpeg processes), cores used = CPU / wall."""
+    from assets.video.frames import VideoFramesConfig, VideoRef, run_video_frames
+    from assets.video.pipe import host_cores
+
+    print(f"{host_cores()} cores, load average at start {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        refs = []
+        for res in [int(r) for r in args.resolutions.split(",")]:
+            for k in range(args.stage):
+                clip = tmp / f"clip{res}-{k}.mp4"
+                make_clip(clip, *SIZES[res], args.seconds, seed=100 * res + k)
+                refs.append(VideoRef(f"s{res}-{k}", "bench", 0, str(clip), None, None, [k]))
+        print("\n| store | videos | frames | wall s | CPU s | cores used | sampled frames/s | load after |")
+        print("|---|---|---|---|---|---|---|---|")
+        for store in ("png", "plan"):
+            cfg = VideoFramesConfig(frame_store=store)
+            t, c = time.perf_counter(), cpu()
+            result = run_video_frames(refs, tmp / f"out-{store}", cfg)
+            wall, used = time.perf_counter() - t, cpu() - c
+            frames = sum(v["n_frames"] or 0 for v in result.videos)
+            print(f"| {store} | {len(result.videos)} | {frames} | {wall:.1f} | {used:.1f} | {used / wall:.2f} | "
+                  f"{frames / wall:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ next sample's first token.
 
 Pixels: images through the processor's own image processor (the same resize rule
 ``TokenCounter`` used on the file's size; the grid is checked against the token count), videos
-from the ``video_frames`` stage's PNG frames, normalised and patchified with
+from the ``video_frames`` stage's shards (``load_frames``: PNG/WebP frames, or for the default
+plan store the planned frames decoded from the source video and checked against their
+digests, bit-identical to the PNG path), normalised and patchified with
 ``assets.video.inputs`` (pixel-equal to transformers, tested there).
 
 Attention: ``training.packed_attention`` (which kwargs keep samples apart, per backend);
@@ -27,6 +29,7 @@ positions: ``training.positions.packed``.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +55,7 @@ from assets.contract.chat_template import (
 from assets.contract.layout import DataLayout
 from assets.video.frames import FramesUnavailable, load_frames
 from assets.video.inputs import video_pixel_values
+from assets.video.pipe import host_cores
 from training.packed_attention import (  # noqa: F401  (re-exported: the trainer imports them from here)
     PACKED_ATTENTION,
     block_diagonal_causal_mask,
@@ -134,13 +138,17 @@ class SampleStore:
     tables. ``video_inputs(sample_id, video_no)`` finds the sample's video the same way in
     ``video_frames/samples.parquet`` and ``videos.parquet`` and reads its frames shard (a moved
     data root is handled: a ``frames_file`` that is not where it was written is looked up under
-    ``video_frames/frames/``). ``decode_workers``: cores for decoding a plan shard's frames
-    (None = the host; 1 in each of several data-loader workers).
+    ``video_frames/frames/``). ``decode_workers``: cores for decoding a plan shard's frames;
+    None = this rank's share of the host (its cores / ``LOCAL_WORLD_SIZE``, which torchrun
+    sets), so ranks on one host do not oversubscribe it; 1 in each of several data-loader workers.
     """
 
     def __init__(self, data_root: str | Path, decode_workers: int | None = None) -> None:
         self.root = Path(data_root)
         self.layout = DataLayout(self.root)
+        if decode_workers is None:
+            ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+            decode_workers = max(1, host_cores() // ranks)
         self.decode_workers = decode_workers
         self.cache_dir = index_dir(self.root)
         self._tables: dict[str, list[MappedTable]] = {}

@@ -293,6 +293,31 @@ def read_frames_verified(
     return results, "ffmpeg-pipe"
 
 
+def read_planned_pipe(
+    path: str | Path, indices: Sequence[int], sizes: Sequence[tuple[int, int]], source_size: tuple[int, int],
+    resize: str = "torch", cores: int | None = None,
+) -> list[np.ndarray]:
+    """Planned frames through the ffmpeg pipe alone: no decord reader, no reference frames.
+
+    For a caller that checks every frame itself (a plan shard's digests, at training time), so
+    the pipe's decord check would be the same work twice. Raises ``PipeMismatch`` or
+    ``OSError`` when the pipe cannot give the planned frames; resizes run in
+    ``resize_threads(cores)`` threads with at most ``2 * threads + 2`` raw frames in flight."""
+    cores = decode_threads() if cores is None else max(1, int(cores))
+    k = resize_threads(cores)
+    in_flight = threading.BoundedSemaphore(2 * k + 2)
+    with torch_threads(1 if resize == "torch" else None), ThreadPoolExecutor(k) as pool:
+
+        def submit(frame: np.ndarray, size: tuple[int, int]) -> Future:
+            in_flight.acquire()
+            future = pool.submit(resize_frame, frame, size, resize)
+            future.add_done_callback(lambda _: in_flight.release())
+            return future
+
+        got = read_frames_pipe(ffmpeg_exe(), path, indices, sizes, source_size, submit, threads=cores)
+        return [f.result() for f in got.results]
+
+
 def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, cores: int, decoder: str) -> SampledVideo:
     reader = open_reader(path)
     meta = probe(path, reader)

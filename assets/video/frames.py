@@ -51,9 +51,9 @@ from assets.contract.atomic import write_json, write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
 from assets.contract.progress import Progress, Sink
 from assets.contract.schema import described
-from assets.video.decode import DecodeError, sample_video
+from assets.video.decode import DecodeError, read_planned_pipe, sample_video
 from assets.video.grid import HybridConfig, PlanError
-from assets.video.pipe import decode_threads, host_cores
+from assets.video.pipe import PipeMismatch, decode_threads, host_cores
 from assets.video.plan import VideoSamplingConfig
 
 STAGE = "video_frames"
@@ -572,9 +572,11 @@ def load_frames(shard: str | Path, workers: int | None = None, decoder: str | No
     """(plan dict, list of uint8 RGB arrays in plan order) of one shard, whatever its store.
 
     png/webp shards decode their images. A plan shard decodes the planned frames from the
-    source video, as the stage did (the same ``sample_video``: decoder, resize, transcode),
-    after checking the file's sha256, then checks every frame against its stored digest: the
-    frames are bit-identical to the png store's or ``FramesUnavailable`` says why not.
+    source video after checking the file's sha256, and checks every frame against its stored
+    digest: the frames are bit-identical to the png store's or ``FramesUnavailable`` says why
+    not. Where the stage used the ffmpeg pipe, the pipe alone decodes them first (the digests
+    are a stronger check than the pipe's decord comparison, which is skipped); otherwise, or
+    when that fails, the stage's own ``sample_video`` (decoder, resize, transcode) does.
     ``workers``: the cores one video may use (None = the host; 1 in each of several data-loader workers);
     ``decoder``: None = the one the stage used."""
     import numpy as np
@@ -595,7 +597,16 @@ def load_frames(shard: str | Path, workers: int | None = None, decoder: str | No
     if digest != plan["source_sha256"]:
         raise FramesUnavailable(f"source video {source} changed since it was planned (sha256 {digest[:12]}, "
                                 f"planned {plan['source_sha256'][:12]}): run video_frames again")
+    wanted = table.column("digest").to_pylist()
     cfg = sampling_from_summary(plan["sampling"])
+    if decoder is None and plan.get("decoder") == "ffmpeg-pipe" and not plan.get("transcoded"):
+        try:  # the fast path: the pipe alone, every frame checked against its digest right here
+            frames = read_planned_pipe(source, plan["indices"], [tuple(x) for x in plan["sizes"]],
+                                       (plan["height"], plan["width"]), cfg.resize, workers)
+            if len(frames) == len(wanted) and all(frame_digest(f) == d for f, d in zip(frames, wanted)):
+                return plan, frames
+        except (PipeMismatch, OSError):
+            pass  # the full path below says what is wrong, or gives the frames through decord
     use = decoder or ("auto" if plan.get("decoder") == "ffmpeg-pipe" else "decord")
     try:
         got = sample_video(source, cfg, workers=workers, decoder=use)
@@ -603,7 +614,6 @@ def load_frames(shard: str | Path, workers: int | None = None, decoder: str | No
         raise FramesUnavailable(f"source video {source} no longer decodes: {exc.reason}: {exc.detail}") from None
     if got.plan.indices != plan["indices"] or [list(x) for x in got.plan.sizes] != plan["sizes"]:
         raise FramesUnavailable(f"source video {source}: the plan differs from the stored one")
-    wanted = table.column("digest").to_pylist()
     bad = [k for k, (f, d) in enumerate(zip(got.frames, wanted)) if frame_digest(f) != d]
     if bad or len(got.frames) != len(wanted):
         raise FramesUnavailable(f"source video {source}: frames {bad[:5]} decode to other pixels than the stage's "
