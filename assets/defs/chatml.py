@@ -84,7 +84,7 @@ def chatml_result(context, spec: SourceSpec, result: ChatmlSummary, status_path:
     for m in mass:
         context.log.error(f"{m.describe()}: over the {quality.max_reason_share:.0%} allowed (quality.max_reason_share)")
     context.log.info(
-        f"{spec.name}" + (f"[{shard}]" if shard else "") + f": {result.rows_in} rows in, {result.conversations} conversations, "
+        (f"shard {shard}" if shard else spec.name) + f": {result.rows_in} rows in, {result.conversations} conversations, "
         f"{result.rejected} rejected {reasons} ({result.workers} worker(s), {result.batches} batch(es))"
     )
     preview = [
