@@ -200,7 +200,9 @@ def count_table(
     counts, rejected = [], []
     for row, n_text in zip(rows, counter.text_tokens(rows)):
         try:
-            counts.append(counter.count(row, n_text))
+            # source_row: the sample's first raw row, which restores the unsharded order of the
+            # merged shards (assets/defs/tokens.py: read_token_counts)
+            counts.append({**counter.count(row, n_text), "source_row": min(row.get("source_rows") or [0])})
         except RejectRow as exc:
             source_rows = list(row.get("source_rows") or [])
             rejected.append(Rejection(row["sample_id"], row["source"], STAGE, exc.reason, exc.detail, source_rows).to_row())

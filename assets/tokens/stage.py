@@ -89,11 +89,7 @@ def count_batch(batch: pa.RecordBatch) -> tuple[pa.Table, list[dict], int]:
     keep = _worker["keep"]
     if keep is not None:
         rows = [r for r in rows if keep(r["sample_id"])]
-    counts, rejected = count_table(rows, _worker["counter"])
-    # the sample's first raw row: with the source order it restores the unsharded order of the
-    # merged shards (assets/defs/tokens.py: read_token_counts)
-    first = {r["sample_id"]: min(r["source_rows"] or [0]) for r in rows}
-    counts = [{**c, "source_row": first[c["sample_id"]]} for c in counts]
+    counts, rejected = count_table(rows, _worker["counter"])  # with source_row
     return pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), rejected, len(rows)
 
 
