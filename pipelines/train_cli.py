@@ -24,6 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
+    from assets.defs.partitions import CHECKPOINT_KEYS, checkpoint_key, split_checkpoint_key
     from pipelines.definitions import build_definitions
     from training.recipes import load_recipes
 
@@ -32,6 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"giraffe train: unknown recipe {args.recipe!r}; configured: {sorted(recipes)}")
         return 2
     stages = args.stages.split(",") if args.stages else list(recipes[args.recipe].stages)
+    unknown = [s for s in stages if checkpoint_key(args.recipe, s) not in CHECKPOINT_KEYS]
+    if unknown:
+        print(f"giraffe train: recipe {args.recipe!r} does not train stage(s) {unknown}; its stages: "
+              f"{[split_checkpoint_key(k)[1] for k in CHECKPOINT_KEYS if split_checkpoint_key(k)[0] == args.recipe]}")
+        return 2
     config: dict = {"launcher": args.launcher, "nproc": args.nproc, "deepspeed_config": args.deepspeed_config,
                     "save_every": args.save_every, "batch_source": args.batch_source}
     if args.steps:
@@ -41,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     job = build_definitions().resolve_job_def("train_checkpoint")
     instance = dg.DagsterInstance.get()
     for stage in stages:
-        key = dg.MultiPartitionKey({"recipe": args.recipe, "stage": stage})
+        key = checkpoint_key(args.recipe, stage)
         print(f"giraffe train: {args.recipe}|{stage} ({args.launcher}, {args.nproc} process(es))", flush=True)
         started = time.monotonic()
         result = job.execute_in_process(

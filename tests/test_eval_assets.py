@@ -15,7 +15,7 @@ from assets.defs.benchmarks import benchmark_assets
 from assets.defs.evaluation import eval_assets, eval_base
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, LEADERBOARD_KEY, benchmark_key, eval_key
 from assets.defs.leaderboard import REGRESSION_CHECK, leaderboard
-from assets.defs.partitions import RECIPES, checkpoint_partitions
+from assets.defs.partitions import RECIPES, checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore, SourceHub
 from eval.benchmarks import BENCHMARKS
 from eval.lmms import lmms_eval_available
@@ -49,9 +49,9 @@ def run(tmp_path_factory, tiny_model_dir):
         """What the training asset leaves behind: a HF folder with the method in its config."""
         from training.positions.apply import apply_position_method, load_with_position_method
 
-        keys = context.partition_key.keys_by_dimension
-        out = DataLayout(data).checkpoint(keys["recipe"], keys["stage"])
-        model = apply_position_method(load_with_position_method(tiny_model_dir), RECIPES[keys["recipe"]].method)
+        recipe, stage = split_checkpoint_key(context.partition_key)
+        out = DataLayout(data).checkpoint(recipe, stage)
+        model = apply_position_method(load_with_position_method(tiny_model_dir), RECIPES[recipe].method)
         model.save_pretrained(out)
         _copy_processor(tiny_model_dir, out)
 

@@ -2,8 +2,8 @@
 
 Thin Dagster wrappers over ``eval/`` (plain Python):
 
-* ``eval/<name>`` (group ``evaluation``): one partition per checkpoint (``recipe|stage``,
-  ``assets.defs.partitions.checkpoint_partitions``), identity-mapped to the ``checkpoint`` asset's
+* ``eval/<name>`` (group ``evaluation``): one partition per checkpoint (the ``recipe|stage``
+  pairs the recipes train, ``assets.defs.partitions.checkpoint_partitions``), identity-mapped to the ``checkpoint`` asset's
   partition and eager: when a checkpoint partition materialises (or the benchmark data
   changes), that partition's evaluations are requested. Predictions (raw outputs kept) and
   scores go to ``<data>/eval/<name>/<recipe>/<stage>/``.
@@ -29,7 +29,7 @@ from pydantic import Field
 from assets.contract.markdown import counts_table, markdown_table
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, EVAL_GROUP, LEADERBOARD_GROUP, benchmark_key, eval_key
 from assets.defs.metadata import as_metadata
-from assets.defs.partitions import RECIPES, checkpoint_partitions
+from assets.defs.partitions import RECIPES, checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore, SourceHub
 from assets.defs.video import VideoSamplingParams
 from eval import leaderboard as lb
@@ -163,8 +163,7 @@ def _eval_asset(spec: Benchmark) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: EvalConfig, store: DataStore, hub: SourceHub) -> dg.MaterializeResult:
         if not context.has_partition_key:
             raise dg.Failure(f"{eval_key(spec.name).to_user_string()} is partitioned by recipe|stage: run it for a checkpoint partition")
-        keys = context.partition_key.keys_by_dimension
-        recipe, stage = keys["recipe"], keys["stage"]
+        recipe, stage = split_checkpoint_key(context.partition_key)
         path = store.layout.checkpoint(recipe, stage)
         if not (path / "config.json").is_file():
             raise dg.Failure(f"no checkpoint at {path}: materialise checkpoint partition {context.partition_key} first")

@@ -12,7 +12,7 @@ import dagster as dg
 from assets.contract.layout import PROJECT_ROOT
 from assets.defs.evaluation import method_of
 from assets.defs.keys import CHECKPOINT_KEY, LMMS_EVAL_GROUP, LMMS_EVAL_KEY
-from assets.defs.partitions import checkpoint_partitions
+from assets.defs.partitions import checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore
 from eval import leaderboard as lb
 from eval import lmms
@@ -41,8 +41,7 @@ def build_lmms_eval_asset() -> dg.AssetsDefinition:
         "Needs the optional [eval] extra; run on demand (GPU).",
     )
     def lmms_eval_run(context: dg.AssetExecutionContext, config: LmmsEvalConfig, store: DataStore) -> dg.MaterializeResult:
-        keys = context.partition_key.keys_by_dimension
-        recipe, stage = keys["recipe"], keys["stage"]
+        recipe, stage = split_checkpoint_key(context.partition_key)
         path = store.layout.checkpoint(recipe, stage)
         out = store.stage_dir("eval", "lmms_eval") / recipe / stage
         extras = {
