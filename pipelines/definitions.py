@@ -32,4 +32,9 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     )
 
 
+def current_definitions() -> dg.Definitions:
+    """The definitions for the environment of now (no arguments: what a code pointer calls)."""
+    return build_definitions()
+
+
 defs = build_definitions()

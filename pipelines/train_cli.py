@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from assets.defs.partitions import CHECKPOINT_KEYS, checkpoint_key, split_checkpoint_key
-    from pipelines.definitions import build_definitions
+    from pipelines.runs import execute_job
     from training.recipes import load_recipes
 
     recipes = load_recipes()
@@ -44,17 +44,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         config["steps"] = args.steps
     if args.sequence_parallel_size > 1:
         config["sequence_parallel_size"] = args.sequence_parallel_size
-    job = build_definitions().resolve_job_def("train_checkpoint")
     instance = dg.DagsterInstance.get()
     for stage in stages:
         key = checkpoint_key(args.recipe, stage)
         print(f"giraffe train: {args.recipe}|{stage} ({args.launcher}, {args.nproc} process(es))", flush=True)
         started = time.monotonic()
-        result = job.execute_in_process(
-            instance=instance, partition_key=key,
+        result = execute_job(  # a run of the code location: listed under train_checkpoint in the UI
+            instance, "train_checkpoint", partition_key=key,
             run_config={"ops": {"checkpoint": {"config": config}},
                         "loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            raise_on_error=False,
         )
         if not result.success:
             errors = [str(e.event_specific_data.error.message).strip() for e in result.all_events if e.is_step_failure]
