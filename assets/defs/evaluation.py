@@ -38,6 +38,7 @@ from eval.formats import limit_per_split
 from eval.items import PREDICTION_SCHEMA, EvalItem, read_items
 from eval.runner import RunConfig, Runner
 from eval.scoring import EFFECTIVE_THRESHOLD
+from training.tiny_model import original_length
 
 # embedded clips are 128x96: a small per-frame budget keeps the tiny-model demo cheap
 EMBEDDED_VIDEO_PIXELS = (16 * 28 * 28, 64 * 28 * 28)
@@ -87,7 +88,8 @@ def evaluate(
     items: list[EvalItem] = limit_per_split(read_items(items_path), config.max_items_per_split, 0)
     context.log.info(f"{spec.name}: {len(items)} items on {runner.model_id}")
     rows = runner.run(items)
-    summary = spec.summarize(rows, config.effective_threshold) | model_info | {"answer_mode": runner.cfg.answer_mode}
+    summary = spec.summarize(rows, config.effective_threshold) | model_info
+    summary |= {"answer_mode": runner.cfg.answer_mode, "original_length": original_length(runner.model.config)}
     out = lb.model_dir(store.layout.eval_root, spec.name, runner.model_id)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
