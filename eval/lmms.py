@@ -155,6 +155,25 @@ def find_results(output_dir: str | Path) -> Path:
 
 
 
+def read_samples(output_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The per-document records lmms-eval logged (``--log_samples``: ``*_samples_<task>.jsonl``)
+    by task, in ``doc_id`` order: the document, lmms-eval's response and its per-item scores."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(output_dir).rglob("*_samples_*.jsonl")):
+        task = task_name(path.stem.split("_samples_", 1)[1])
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[task] = sorted(rows, key=lambda r: int(r["doc_id"]))
+    return out
+
+
+def response(sample: Mapping[str, Any]) -> str:
+    """lmms-eval's answer text for one logged document (after its filters)."""
+    value = sample.get("filtered_resps", sample.get("resps"))
+    while isinstance(value, list) and value:
+        value = value[0]
+    return "" if value is None or isinstance(value, list) else str(value)
+
+
 def task_name(task: str) -> str:
     """lmms-eval's name of a task (``mme_local`` -> ``mme``)."""
     return task[: -len(LOCAL_SUFFIX)] if task.endswith(LOCAL_SUFFIX) else task

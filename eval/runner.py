@@ -88,6 +88,8 @@ class Prepared:
     video_pixels: np.ndarray | None = None
     video_grids: np.ndarray | None = None
     video_plan: dict | None = None
+    image_inputs: tuple[Any, Any] | None = None
+    """(pixel_values, image_grid_thw) of ``images``, computed once (training reuses an item)."""
 
 
 def load_checkpoint(path: str | Path, device: str | None = None):
@@ -173,15 +175,19 @@ class Runner:
 
         texts = [p.text for p in batch]
         inputs: dict[str, Any] = {}
-        images = [img for p in batch for img in p.images]
-        if images:
+        if any(p.images for p in batch):
             ip = self.processor.image_processor
-            vis = ip(images=images, return_tensors="pt")
+            for p in batch:  # the image processor treats every image on its own: per item, once
+                if p.images and p.image_inputs is None:
+                    vis = ip(images=p.images, return_tensors="pt")
+                    p.image_inputs = (vis["pixel_values"], vis["image_grid_thw"])
+            with_images = [p.image_inputs for p in batch if p.images]
+            grids = torch.cat([g for _, g in with_images])
             merge = int(getattr(ip, "merge_size", 2)) ** 2
-            counts = iter((vis["image_grid_thw"].prod(-1) // merge).tolist())
+            counts = iter((grids.prod(-1) // merge).tolist())
             texts = [self._grow_images(t, counts) for t in texts]
-            inputs["pixel_values"] = vis["pixel_values"]
-            inputs["image_grid_thw"] = vis["image_grid_thw"]
+            inputs["pixel_values"] = torch.cat([v for v, _ in with_images])
+            inputs["image_grid_thw"] = grids
         enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
         inputs["input_ids"], inputs["attention_mask"] = enc["input_ids"], enc["attention_mask"]
         videos = [p for p in batch if p.video_pixels is not None]
@@ -281,6 +287,14 @@ class Runner:
         x["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ext).to(device)], 1)
         return x, width
 
+    def _answer_ids(self, item: EvalItem) -> list[int]:
+        """The gold continuation: the candidate the likelihood mode scores, or, for a training
+        item that answers in words (``extra.target_text``, e.g. a colour name), those words."""
+        text = item.extra.get("target_text")
+        if text:
+            return self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        return self.candidate_ids(item)[item.answer]
+
     def training_batch(self, batch: Sequence[Prepared]) -> dict:
         """Model inputs that teach each item's answer as the likelihood mode scores it: the
         prompt (as ``encode`` builds it) followed by the gold candidate and ``<|im_end|>``.
@@ -290,7 +304,7 @@ class Runner:
 
         inputs = self.encode(batch)
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        conts = [self.candidate_ids(p.item)[p.item.answer] + [end] for p in batch]
+        conts = [self._answer_ids(p.item) + [end] for p in batch]
         x, width = self._with_continuations(inputs, conts)
         target = torch.full((len(conts), width), -100, dtype=torch.long)
         for b, ids in enumerate(conts):

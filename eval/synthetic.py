@@ -10,7 +10,9 @@ and answers as the evaluated items) drawn at *other seeds*, so no evaluated item
 * MME yes/no and MMBench multiple-choice questions true of drawn pictures;
 * Video-MME and LongVideoBench questions true of the clips (which test pattern, how long);
 * planted-fact retrieval in text: a short document with a fact at a random depth and four
-  locker numbers to choose from (the ETVLM long-text task at short length).
+  locker numbers to choose from (the ETVLM long-text task at short length);
+* naming what a drawn picture shows (a colour, a shape): dense supervision for the vision
+  side, which a yes/no answer's single bit gives too little of.
 
 Items longer than the original context are dropped here (``max_tokens``), so what the model
 meets beyond that length at evaluation is new to it: that is what context extension is for.
@@ -21,16 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from assets.sources.embedded.media import COLOURS
 from assets.sources.embedded.text import document, planted_fact
 from assets.sources.hub import HubSettings
 from eval.benchmarks import BENCHMARKS
+from eval.embedded import SHAPES, draw_objects
 from eval.fetch import fetch_benchmark
 from eval.formats import MC_POST_PROMPT, FetchOptions
-from eval.items import CHOICE, EvalItem
+from eval.items import CHOICE, YES_NO, EvalItem
 
 TRAIN_SEED_BASE = 1000  # the evaluated samples use seed 0; training seeds start here
 RETRIEVAL = "retrieval"
@@ -40,12 +44,13 @@ RETRIEVAL = "retrieval"
 class SyntheticConfig:
     """How many training items of each kind (``seeds``: generator runs per benchmark)."""
 
-    seeds: int = 6
-    video_seeds: int = 2
-    haystack_sizes: tuple[int, ...] = (1, 2, 3, 5)
-    haystack_items_per_size: int = 24
-    retrieval_items: int = 96
+    seeds: int = 48
+    video_seeds: int = 1
+    haystack_sizes: tuple[int, ...] = (1, 2, 3, 5, 10, 20)
+    haystack_items_per_size: int = 100
+    retrieval_items: int = 240
     retrieval_words: tuple[int, int] = (20, 90)
+    describe_items: int = 600
     image_size: int = 56
     seed: int = TRAIN_SEED_BASE
 
@@ -106,8 +111,62 @@ def retrieval_items(cfg: SyntheticConfig) -> list[EvalItem]:
     return out
 
 
+DESCRIBE = "describe"
+
+
+def describe_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
+    """Dense supervision for the vision side: a drawn picture (the benchmarks' 2x2 layout) and
+    "What colour is the <shape>?" / "Which shape is <colour>?", answered in words. A yes/no
+    answer is one bit a question; naming the colour teaches the image-to-word link the
+    benchmark questions then compare against (training only, never evaluated)."""
+    rng = random.Random(f"describe:{cfg.seed}")
+    folder = root / "describe"
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = list(COLOURS)
+    out = []
+    for i in range(cfg.describe_items):
+        k = rng.randint(1, 3)
+        shapes = rng.sample(list(SHAPES), k)
+        objs = [(c, s) for c, s in zip(rng.sample(colours, k), shapes)]
+        path = folder / f"{i:05d}.png"
+        if not path.is_file():
+            draw_objects(objs, rng.choice((56, 112)), random.Random(f"describe-img:{cfg.seed}:{i}")).save(path)
+        colour, shape = rng.choice(objs)
+        if rng.random() < 0.5:
+            prompt, target = f"What colour is the {shape}?", colour
+        else:
+            prompt, target = f"Which shape is {colour}?", shape
+        out.append(
+            EvalItem(
+                benchmark=DESCRIBE,
+                item_id=f"describe-{cfg.seed}-{i}",
+                prompt=prompt + " Answer with one word.",
+                answer="yes",  # unused: training answers with target_text
+                answer_type=YES_NO,
+                images=[str(path)],
+                split=DESCRIBE,
+                extra={"target_text": target},
+            )
+        )
+    return out
+
+
 def training_items(root: Path, cfg: SyntheticConfig = SyntheticConfig()) -> list[EvalItem]:
-    return benchmark_items(root, cfg) + retrieval_items(cfg)
+    return benchmark_items(root, cfg) + retrieval_items(cfg) + describe_items(root, cfg)
+
+
+CHAT_WORDS = ("system", "user", "assistant", "You are a helpful assistant.", "Yes", "No", "yes", "no")
+
+
+def tokenizer_texts(texts: Iterable[str], items: Sequence[EvalItem]) -> Iterator[str]:
+    """What the tiny tokenizer is trained on: the sample text, the chat template's words and the
+    training items' prompts and options (so the benchmarks' words are whole tokens, as they are
+    for a real model's tokenizer, not spelled out letter by letter)."""
+    yield from texts
+    yield " ".join(CHAT_WORDS)
+    for item in items:
+        yield item.prompt
+        yield " ".join(str(v) for v in item.options.values())
 
 
 def items_fingerprint(items: Sequence[EvalItem]) -> str:

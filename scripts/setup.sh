@@ -11,7 +11,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 export DS_BUILD_OPS=0            # deepspeed imports on CPU without building its CUDA ops
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-echo "setup: installing giraffe-vlm and its dependencies into .venv"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+EXTRAS="${GIRAFFE_EXTRAS:-dev,eval}"   # eval: lmms-eval (its tests run in CI)
+echo "setup: installing giraffe-vlm[$EXTRAS] and its dependencies into .venv"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
+# lmms-eval pulls torchvision; a torchvision build that does not match the installed torch
+# fails on import ("operator torchvision::nms does not exist") and takes transformers' image
+# processors down with it. Without it, lmms-eval loads its tasks and our lmms-eval model
+# handles images itself (eval/lmms_plugin). A torchvision that loads is kept.
+if .venv/bin/python -m pip show -q torchvision >/dev/null 2>&1 && ! .venv/bin/python -c "import torchvision" >/dev/null 2>&1; then
+  echo "setup: removing torchvision (it does not load against this torch)"
+  .venv/bin/python -m pip uninstall -q -y torchvision
+fi
 mkdir -p dagster_home
 echo "setup: ready ($(.venv/bin/python -c 'import torch, transformers, dagster; print(f"torch {torch.__version__}, transformers {transformers.__version__}, dagster {dagster.__version__}")'))"

@@ -29,13 +29,16 @@ import torch
 class BaseTrainingConfig:
     steps: int = 400
     batch_size: int = 16
-    learning_rate: float = 2e-3
-    warmup_steps: int = 20
+    learning_rate: float = 3e-3
+    warmup_steps: int = 30
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
     log_every: int = 25
+    vision_lr_scale: float = 20.0
+    """The vision tower's learning rate as a multiple of ``learning_rate``: it starts random
+    and gets a small share of the gradient, so it may need a larger step to learn features."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +80,14 @@ def train_base(
     """``cfg.steps`` optimiser steps over ``batch(step)``; the model is left in eval mode."""
     log = log or (lambda msg: None)
     torch.manual_seed(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    vision = [p for n, p in named if ".visual." in f".{n}."]
+    rest = [p for n, p in named if ".visual." not in f".{n}."]
+    groups = [{"params": rest, "lr": cfg.learning_rate}]
+    if vision:
+        groups.append({"params": vision, "lr": cfg.learning_rate * cfg.vision_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     model.train()
     result = BaseTrainingResult(steps=cfg.steps, seconds=0.0)
