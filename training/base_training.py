@@ -36,6 +36,10 @@ class BaseTrainingConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     log_every: int = 25
+    threads: int | None = 1
+    """torch intra-op threads while training (None: leave torch's setting). The tiny model's
+    kernels are too small to gain from a second thread, and on a busy host two threads per op
+    ran 5-6x slower than one (measured on this project's 2-core VM under load)."""
     vision_lr_scale: float = 20.0
     """The vision tower's learning rate as a multiple of ``learning_rate``: it starts random
     and gets a small share of the gradient, so it may need a larger step to learn features."""
@@ -79,6 +83,16 @@ def train_base(
 ) -> BaseTrainingResult:
     """``cfg.steps`` optimiser steps over ``batch(step)``; the model is left in eval mode."""
     log = log or (lambda msg: None)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(model, batch, cfg, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model, batch, cfg: BaseTrainingConfig, log) -> BaseTrainingResult:
     torch.manual_seed(cfg.seed)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
