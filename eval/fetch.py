@@ -9,17 +9,17 @@ by the same code either way. The result is a normalised ``items.parquet`` (see
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from assets.contract.atomic import write_json, write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
-from assets.sources.hub import HubSettings, download_media, generate_once, unpack_archives
+from assets.sources.hub import HubSettings, download_media, unpack_archives, with_hub_id
+from assets.sources.owned import generate_once, owned_subdir
 from eval.benchmarks import Benchmark
 from eval.formats import FetchOptions, LoadContext, limit_per_split
 from eval.items import EvalItem, items_table
@@ -55,7 +55,7 @@ class FetchedBenchmark:
 def ensure_sample(spec: Benchmark, embedded_root: Path, options: FetchOptions, seed: int = 0) -> Path:
     """Generate the benchmark's local sample once per (version, seed, options); atomic."""
     stamp = {"benchmark": spec.name, "version": SAMPLE_VERSION, "seed": seed, "options": options.generation_key()}
-    return generate_once(embedded_root / spec.hub_id, stamp, lambda folder: spec.generate(folder, options, seed), SAMPLE_STAMP)
+    return generate_once(owned_subdir(embedded_root, spec.hub_id), stamp, lambda folder: spec.generate(folder, options, seed), SAMPLE_STAMP)
 
 
 def join_split_archives(base: Path, parts: tuple[tuple[str, str], ...]) -> list[Path]:
@@ -97,6 +97,7 @@ def fetch_benchmark(
 ) -> FetchedBenchmark:
     """Load one benchmark into ``out_dir`` (items, rejected, manifest)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    spec = with_hub_id(spec, settings)
     if settings.mode == "hub":
         location = spec.hub_id
     else:
@@ -114,8 +115,8 @@ def fetch_benchmark(
     items = spec.load(ctx)
     items = limit_per_split(items, options.max_items_per_split, options.seed)
     items_path, rejected_path = out_dir / "items.parquet", out_dir / "rejected.parquet"
-    pq.write_table(items_table(items), items_path)
-    pq.write_table(pa.Table.from_pylist([r.to_row() for r in ctx.rejected], schema=REJECTED_SCHEMA), rejected_path)
+    write_parquet(items_table(items), items_path)
+    write_parquet(pa.Table.from_pylist([r.to_row() for r in ctx.rejected], schema=REJECTED_SCHEMA), rejected_path)
     fetched = FetchedBenchmark(spec.name, settings.mode, location, ctx.rows_in, items, ctx.rejected, items_path, rejected_path)
     manifest: dict[str, Any] = {
         "benchmark": spec.name,
@@ -128,5 +129,5 @@ def fetch_benchmark(
         "by_split": fetched.by_split(),
         "options": options.__dict__ | {"haystack_sizes": list(options.haystack_sizes)},
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_json(out_dir / "manifest.json", manifest, indent=1)
     return fetched

@@ -1,30 +1,13 @@
 """What every benchmark loader shares: the fetch options, the load context and cell helpers.
 
-Each loader (``load`` of a module in ``eval/benchmarks``) reads the files of the benchmark's hub repository through :class:`LoadContext`
-(``datasets.load_dataset`` on the hub id or on the local embedded sample, same call), resolves
-media the way the benchmark's own toolkit / lmms-eval task does, and builds the prompt as the
-lmms-eval task's default ``doc_to_text`` does, so the native runner and an lmms-eval run ask
-the same question. A row that cannot become an item (missing media, a malformed answer) is a
-:class:`~assets.contract.conversation.Rejection` with a reason, never dropped silently.
-
-What each loader was checked against (dataset cards / task code read while writing this):
-
-* Visual Haystack: see ``eval.benchmarks.visual_haystack``.
-* VideoMME ``lmms-lab/Video-MME``: card features video_id, duration (short/medium/long),
-  domain, sub_category, url, videoID, question_id, task_type, question, options (list of
-  "A. ..."), answer (letter); ``videomme/test-*.parquet``; videos in ``videos_chunked_*.zip``
-  unpacked to ``data/<videoID>.mp4`` (lmms-eval ``videomme_doc_to_visual``).
-* LongVideoBench ``longvideobench/LongVideoBench``: ``lvb_val.json`` rows with video_id, id,
-  video_path, subtitle_path, question, candidates, correct_choice (int), duration,
-  duration_group (15/60/600/3600), question_category, topic_category,
-  starting_timestamp_for_subtitles; videos in ``videos.tar.part.*`` -> ``videos/<video_path>``
-  (the official ``LongVideoBenchDataset`` and lmms-eval ``longvideobench_val_v``).
-* MME ``lmms-lab/MME``: ``data/test-*.parquet`` with question_id (the image, e.g.
-  ``code_reasoning/0020.png``), image, question, answer (Yes/No), category; two questions per
-  image (lmms-eval ``mme`` task: ``mme_aggregate_results`` asserts the pairs).
-* MMBench ``lmms-lab/MMBench`` config ``en``: ``en/dev-*.parquet`` with index, question, hint,
-  answer, A, B, C, D (absent options empty), category, image, source, L2-category, comment,
-  split (lmms-eval ``mmbench_en_dev``; prompt from ``mmbench_doc_to_text``).
+Each loader (``load`` of a module in ``eval/benchmarks``, whose docstring says what it was
+checked against) reads the files of the benchmark's hub repository through
+:class:`LoadContext` (``datasets.load_dataset`` on the hub id or on the local embedded sample,
+same call), resolves media the way the benchmark's own toolkit / lmms-eval task does, and
+builds the prompt as the lmms-eval task's default ``doc_to_text`` does, so the native runner
+and an lmms-eval run ask the same question. A row that cannot become an item (missing media, a
+malformed answer) is a :class:`~assets.contract.conversation.Rejection` with a reason, never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -37,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assets.contract.atomic import write_bytes
 from assets.contract.conversation import Rejection
 from assets.sources.hub import HubSettings
 from eval.items import EvalItem
@@ -131,7 +115,7 @@ def image_file(value: Any, out_dir: Path, stem: str) -> Path:
         ext = Path(name).suffix.lower() or ".png"
         path = out_dir / f"{stem}{ext}"
         if not path.is_file():
-            path.write_bytes(data)
+            write_bytes(path, data)
         return path
     if hasattr(value, "save"):
         path = out_dir / f"{stem}.png"

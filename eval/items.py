@@ -17,43 +17,79 @@ from typing import Any
 
 import pyarrow as pa
 
+from assets.contract.schema import described
+
 YES_NO = "yes_no"
 CHOICE = "choice"
 
-ITEM_SCHEMA = pa.schema(
-    [
-        pa.field("benchmark", pa.string(), nullable=False),
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("prompt", pa.string(), nullable=False),
-        pa.field("answer", pa.string(), nullable=False),
-        pa.field("answer_type", pa.string(), nullable=False),
-        pa.field("options", pa.string(), nullable=False),  # JSON {letter: text}
-        pa.field("images", pa.list_(pa.string()), nullable=False),
-        pa.field("video", pa.string()),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("n_images", pa.int32(), nullable=False),
-        pa.field("extra", pa.string(), nullable=False),  # JSON
-    ]
+ITEM_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("benchmark", pa.string(), nullable=False),
+            pa.field("item_id", pa.string(), nullable=False),
+            pa.field("prompt", pa.string(), nullable=False),
+            pa.field("answer", pa.string(), nullable=False),
+            pa.field("answer_type", pa.string(), nullable=False),
+            pa.field("options", pa.string(), nullable=False),  # JSON {letter: text}
+            pa.field("images", pa.list_(pa.string()), nullable=False),
+            pa.field("video", pa.string()),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("group", pa.string(), nullable=False),
+            pa.field("n_images", pa.int32(), nullable=False),
+            pa.field("extra", pa.string(), nullable=False),  # JSON
+        ]
+    ),
+    {
+        "benchmark": "benchmark name",
+        "item_id": "the item's id in the published benchmark",
+        "prompt": "the question as lmms-eval builds it (options and answer instruction included)",
+        "answer": "the gold answer (a letter, yes/no, ...)",
+        "answer_type": "how the answer is parsed and scored: choice (a letter) or yes_no",
+        "options": "JSON {letter: text} of a multiple-choice item",
+        "images": "local paths of the item's images, in prompt order",
+        "video": "local path of the item's video",
+        "split": "the breakdown it is scored by (duration, category, number of images)",
+        "group": "items scored together (the two questions of one MME image)",
+        "n_images": "number of images in the prompt",
+        "extra": "JSON: benchmark-specific fields kept from the published row",
+    },
 )
 
-PREDICTION_SCHEMA = pa.schema(
-    [
-        pa.field("benchmark", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("n_images", pa.int32(), nullable=False),
-        pa.field("answer", pa.string(), nullable=False),
-        pa.field("prediction", pa.string()),
-        pa.field("raw_output", pa.string(), nullable=False),
-        pa.field("correct", pa.bool_(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # ok | unparseable | error
-        pa.field("reason", pa.string()),
-        pa.field("n_prompt_tokens", pa.int64()),
-        pa.field("extra", pa.string(), nullable=False),
-    ]
+PREDICTION_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("benchmark", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("item_id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("group", pa.string(), nullable=False),
+            pa.field("n_images", pa.int32(), nullable=False),
+            pa.field("answer", pa.string(), nullable=False),
+            pa.field("prediction", pa.string()),
+            pa.field("raw_output", pa.string(), nullable=False),
+            pa.field("correct", pa.bool_(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),  # ok | unparseable | error
+            pa.field("reason", pa.string()),
+            pa.field("n_prompt_tokens", pa.int64()),
+            pa.field("extra", pa.string(), nullable=False),
+        ]
+    ),
+    {
+        "benchmark": "benchmark name",
+        "model": "the evaluated model: <recipe>/<stage> or base",
+        "item_id": "the item",
+        "split": "its breakdown value (duration, category, number of images)",
+        "group": "items scored together",
+        "n_images": "images in the prompt",
+        "answer": "the gold answer",
+        "prediction": "the parsed answer (empty when unparseable)",
+        "raw_output": "what the model generated, kept verbatim (empty in likelihood mode)",
+        "correct": "prediction equals the answer",
+        "status": "ok, unparseable or error",
+        "reason": "why an item errored",
+        "n_prompt_tokens": "prompt length in tokens (text + visual)",
+        "extra": "JSON: candidate log-probabilities (likelihood mode), the video frame plan, ...",
+    },
 )
 
 

@@ -12,16 +12,19 @@ its last lines to the Dagster log, parses the results file into a leaderboard ro
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+from assets.contract.atomic import write_json
+from assets.contract.console import quiet_console
 from eval import lmms
 
 
 def main() -> int:
     from dagster_pipes import open_dagster_pipes
+
+    quiet_console()  # GIRAFFE_VERBOSE from the launching process
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
@@ -47,7 +50,7 @@ def main() -> int:
         results = lmms.find_results(out_dir)
         parsed = lmms.parse_results(results)
         row = lmms.leaderboard_row(extras["model"], extras.get("method") or "", parsed)
-        (out_dir / "leaderboard_row.json").write_text(json.dumps(row, indent=1))
+        write_json(out_dir / "leaderboard_row.json", row, indent=1)
         pipes.report_asset_materialization(
             metadata={
                 "results_file": {"raw_value": str(results), "type": "path"},

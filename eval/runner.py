@@ -7,8 +7,9 @@
   benchmark's question text) with a generation prompt.
 * **Images**: the processor's image processor (its own resize rule and patching); each image
   placeholder grows to that image's merged-token count, as ``Qwen2VLProcessor`` does.
-* **Videos**: the project's video path (``assets.video.decode.sample_video``: 2 fps or a fixed
-  frame count, smart_resize under per-frame and per-video pixel budgets, hybrid resolution
+* **Videos**: the project's video path (``assets.video.decode.sample_video``: qwen-vl-utils' 2 fps
+  rule or a fixed frame count, smart_resize under per-frame and per-video pixel budgets, frames
+  resized with torchvision's bicubic antialias as qwen-vl-utils does, hybrid resolution
   (L, m, s) = (4, 240, 3) when more than 512 frames are sampled, as the paper does above 512
   frames; ``assets.video.inputs`` for ``pixel_values_videos`` / ``video_grid_thw`` and one vision
   block per grid row).
@@ -34,7 +35,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ import numpy as np
 
 from assets.contract.chat_template import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START, render_chatml
 from assets.contract.media import RejectRow
+from assets.contract.progress import Progress
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import PlanError
 from assets.video.inputs import expand_videos, mm_token_type_ids, video_pixel_values
@@ -358,10 +359,11 @@ class Runner:
         order = sorted(range(len(items)), key=lambda i: (items[i].video or "", items[i].n_images, i))
         rows: dict[int, dict] = {}
         pending: list[tuple[int, Prepared]] = []
-        started, done = time.monotonic(), 0
+        benchmark = items[0].benchmark if items else "eval"
+        # the evaluation asset's summary line says the total time and rate
+        progress = Progress(f"{benchmark} on {self.model_id}", len(items), self.log, unit="items", closing_line=False)
 
         def flush() -> None:
-            nonlocal done
             if not pending:
                 return
             try:
@@ -382,9 +384,8 @@ class Runner:
                     for one in list(pending):
                         pending[:] = [one]
                         flush()
-            done += len(pending)
+            progress.update(len(pending))
             pending.clear()
-            self.log(f"{self.model_id}: {done}/{len(items)} items ({time.monotonic() - started:.1f} s)")
 
         for i in order:
             try:
@@ -394,4 +395,5 @@ class Runner:
             if len(pending) >= self.cfg.batch_size:
                 flush()
         flush()
+        progress.close()
         return [rows[i] for i in range(len(items))]

@@ -144,3 +144,30 @@ def automation_sensor(minimum_interval_seconds: int = 60) -> dg.AutomationCondit
         minimum_interval_seconds=minimum_interval_seconds,
         description="Carries a changed source's content down the graph (see pipelines/automation.py).",
     )
+
+
+def automation_running(instance: dg.DagsterInstance, sensor_name: str = AUTOMATION_SENSOR_NAME) -> bool:
+    """Whether the automation sensor runs on ``instance``: its stored state, or its default
+    (RUNNING) when nobody has started or stopped it yet."""
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    states = [
+        s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.instigator_name == sensor_name
+    ]
+    return not states or any(s.status in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE) for s in states)
+
+
+def sync_automation_badge(instance: dg.DagsterInstance) -> bool:
+    """Make the UI's "Auto-materialize on/off" badge say whether the automation sensor runs.
+
+    Dagster 1.13's job pages show that badge for every job with an automation condition, read
+    from the instance-wide pause flag of the pre-sensor asset daemon (``autoMaterializePaused``
+    in GraphQL), which a new instance leaves unset, i.e. "off". With automation sensors (the
+    default, ``auto_materialize.use_sensors``) the daemon ignores that flag: only the sensor's
+    own state matters. So the flag is set to the sensor's state each time the CLI prepares the
+    instance (``giraffe ui``, ``giraffe demo``, ``giraffe train``). Returns "on"."""
+    from dagster._daemon.asset_daemon import set_auto_materialize_paused
+
+    running = automation_running(instance)
+    set_auto_materialize_paused(instance, not running)
+    return running

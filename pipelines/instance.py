@@ -12,7 +12,8 @@ def default_home() -> Path:
 
 def prepare_home(home: Path) -> None:
     """Use ``home`` as DAGSTER_HOME; a new one gets the project's dagster.yaml. The pool limits
-    (gpu = 1) live in the instance's storage, so they are set here on every start."""
+    (gpu = 1) and the UI's automation badge live in the instance's storage, so they are set
+    here on every start."""
     home.mkdir(parents=True, exist_ok=True)
     project_yaml = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
     if not (home / "dagster.yaml").exists() and project_yaml.is_file():
@@ -22,6 +23,8 @@ def prepare_home(home: Path) -> None:
     import dagster as dg
 
     from assets.defs.pools import apply_pool_limits
+    from pipelines.automation import sync_automation_badge
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         apply_pool_limits(instance)
+        sync_automation_badge(instance)

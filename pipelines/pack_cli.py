@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.cli_args import positive_int
+
 
 class InputError(Exception):
     pass
@@ -52,8 +54,8 @@ def read_lengths(path: str):
 def cmd_pack(args: argparse.Namespace) -> int:
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    from assets.contract.atomic import write_parquet
     from assets.packing.kernel import pack
 
     try:
@@ -88,16 +90,26 @@ def cmd_pack(args: argparse.Namespace) -> int:
             }
         )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, args.out)
+        write_parquet(table, args.out)
         summary["out"] = str(args.out)
     print(json.dumps(summary))
     return 0
 
 
 def add_pack_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("pack", help="best-fit pack a parquet of sample_id, n_tokens into sequences")
+    p = subparsers.add_parser(
+        "pack",
+        help="best-fit pack a parquet of sample_id, n_tokens into sequences",
+        description="Pack sample lengths alone with the pipeline's best-fit decreasing and print one JSON line "
+        "(bins, fill, rejected, seconds, ...). With --out, one row per input sample in input order: sample_id, "
+        "n_tokens, bin, offset (null for a sample longer than the capacity, reason longer_than_capacity). Bad "
+        "input is one line on stderr and exit status 2.",
+        epilog="examples:\n"
+        "  giraffe pack data/token_counts/token_counts.parquet --capacity 32768\n"
+        "  giraffe pack lengths.parquet --capacity 8192 --out packed.parquet",
+    )
     p.add_argument("lengths", help="parquet file with columns sample_id, n_tokens")
-    p.add_argument("--capacity", type=int, required=True, help="sequence length in tokens")
+    p.add_argument("--capacity", type=positive_int, required=True, help="sequence length in tokens")
     p.add_argument("--out", help="write one row per sample with its bin and offset here")
     p.set_defaults(func=cmd_pack)
     return p

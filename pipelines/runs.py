@@ -13,12 +13,15 @@ their exit codes while their runs are listed under their jobs like the daemon's.
 
 The code location is loaded in process under the name the UI loads it with
 (``[tool.dagster] code_location_name``), from ``pipelines.definitions.current_definitions``, which
-reads the environment when it is called: the CLI sets ``GIRAFFE_DATA_ROOT`` and friends first.
+reads the environment when it is called: the CLI sets ``GIRAFFE_DATA_ROOT`` and friends first,
+and this module sets ``GIRAFFE_CLI_CONSOLE`` so the jobs log through the compact console logger
+(``pipelines.console_log``) under the usual ``console`` name.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,9 @@ def _code_location(instance: dg.DagsterInstance):
 
     key = str(instance.root_directory)
     if key not in _locations:
+        from pipelines.definitions import CLI_CONSOLE_ENV
+
+        os.environ[CLI_CONSOLE_ENV] = "1"  # the CLI's runs log compact console lines
         origin = InProcessCodeLocationOrigin(
             LoadableTargetOrigin(
                 module_name="pipelines.definitions",

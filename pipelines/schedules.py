@@ -6,12 +6,19 @@ the environment, read when the code location loads:
 
 * ``GIRAFFE_REFRESH_CRON``: cron string (default ``0 2 * * *``, every day at 02:00)
 * ``GIRAFFE_REFRESH_TIMEZONE``: IANA zone the cron is read in (default ``UTC``)
+
+The refresh is also a promise about the raw sources, so each carries a freshness policy derived
+from the same cron (``raw_freshness_policy``): it warns when a source is a little older than the
+longest gap between two refreshes and fails when a refresh is clearly missed (gap + up to 6 h).
+The Dagster UI shows the policy and the state on every raw asset; the daemon evaluates it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -52,3 +59,41 @@ def nightly_refresh_schedule(env: Mapping[str, str] | None = None) -> dg.Schedul
         description=f"Re-fetch every raw source at `{cron}` ({timezone}); downstream recomputes only "
         "where a source's content hash changed.",
     )
+
+
+FRESHNESS_GRACE = timedelta(hours=6)
+RAW_PREFIX = "raw"
+
+
+def refresh_period(cron: str, timezone: str, ticks: int = 60) -> timedelta:
+    """The longest gap between two consecutive refreshes over the next ``ticks`` ticks (a
+    weekday-only cron has a 3-day gap over the weekend)."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    times = []
+    for tick in cron_string_iterator(time.time(), cron, timezone):
+        times.append(tick)
+        if len(times) > ticks:
+            break
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
+def raw_freshness_policy(env: Mapping[str, str] | None = None) -> dg.FreshnessPolicy:
+    """Fresh while the latest fetch is younger than the refresh period plus a grace: warn
+    after a sixth of the grace, fail after the whole grace (min(6 h, one period))."""
+    cron, timezone = refresh_settings(env)
+    period = refresh_period(cron, timezone)
+    grace = min(FRESHNESS_GRACE, period)
+    return dg.FreshnessPolicy.time_window(fail_window=period + grace, warn_window=period + grace / 6)
+
+
+def apply_raw_freshness(assets: Iterable, env: Mapping[str, str] | None = None) -> Sequence:
+    """The same assets with the refresh's freshness policy on every raw source without one."""
+    policy = raw_freshness_policy(env)
+
+    def _apply(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key.path[0] != RAW_PREFIX or spec.freshness_policy is not None:
+            return spec
+        return spec.replace_attributes(freshness_policy=policy)
+
+    return dg.map_asset_specs(_apply, list(assets))

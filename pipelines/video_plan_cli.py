@@ -15,6 +15,7 @@ import sys
 
 from assets.video.grid import VIDEO_MAX_PIXELS, HybridConfig, PlanError
 from assets.video.plan import VideoSamplingConfig, plan_video
+from pipelines.cli_args import non_negative_int, positive_float, positive_int
 
 
 def cmd_video_plan(args: argparse.Namespace) -> int:
@@ -61,12 +62,22 @@ def _quiet_stderr():
 
 
 def add_video_plan_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("video-plan", help="print the 2 fps frame plan of a video as JSON")
+    p = subparsers.add_parser(
+        "video-plan",
+        help="print the 2 fps frame plan of a video as JSON",
+        description="What the video_frames stage would do with one file, from its metadata only: fps, frame "
+        "count, sampled indices and timestamps, per-frame sizes, grid rows and visual tokens. An unreadable "
+        "file is one line on stderr and exit status 2.",
+        epilog="examples:\n"
+        "  giraffe video-plan clip.mp4\n"
+        "  giraffe video-plan clip.mp4 --fps 1 --max-pixels 50176 --compact\n"
+        "  giraffe video-plan long.mp4 --hybrid 4,240,3 --hybrid-min-frames 512",
+    )
     p.add_argument("path", help="video file")
-    p.add_argument("--fps", type=float, default=2.0, help="target sampling rate (default 2)")
-    p.add_argument("--max-pixels", type=int, default=VIDEO_MAX_PIXELS, help="per-frame pixel cap")
+    p.add_argument("--fps", type=positive_float, default=2.0, help="target sampling rate, frames per second")
+    p.add_argument("--max-pixels", type=positive_int, default=VIDEO_MAX_PIXELS, help="per-frame pixel cap")
     p.add_argument("--hybrid", metavar="L,m,s", help="hybrid resolution, e.g. 4,240,3 (default off)")
-    p.add_argument("--hybrid-min-frames", type=int, default=0, help="use hybrid only above this many frames")
+    p.add_argument("--hybrid-min-frames", type=non_negative_int, default=0, help="use hybrid only above this many frames")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=cmd_video_plan)
     return p

@@ -59,25 +59,34 @@ def processor(tiny_model_dir):
 def demo_run(tmp_path_factory):
     """`giraffe demo` once per session into a fresh instance: (exit code, instance, data root).
 
+    Run as a user runs it: the CLI in its own process, its console (stdout and stderr, in
+    order) kept in ``<instance>/demo_console.txt`` for the test that reads it (``demo_console``).
     Shared by test_pipeline.py (what the demo materialised) and test_ui.py (the same instance
-    served by the real webserver). The environment the CLI sets (DAGSTER_HOME,
-    GIRAFFE_DATA_ROOT) is restored right after, so other tests never see it."""
+    served by the real webserver)."""
     import os
+    import subprocess
+    import sys
 
     import dagster as dg
 
-    from pipelines.cli import main
-
     home = tmp_path_factory.mktemp("dagster-home")
     data = tmp_path_factory.mktemp("demo-data")
-    old = dict(os.environ)
-    try:
-        code = main(["demo", "--data-root", str(data), "--dagster-home", str(home)])
-        instance = dg.DagsterInstance.get()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "GIRAFFE_DATA_ROOT", "GIRAFFE_VERBOSE")}
+    with open(home / "demo_console.txt", "wb") as console:
+        code = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "demo", "--data-root", str(data), "--dagster-home", str(home)],
+            cwd=root, env=env, stdout=console, stderr=subprocess.STDOUT, timeout=3600,
+        ).returncode
+    instance = dg.DagsterInstance.from_config(str(home))
     return code, instance, data
+
+
+@pytest.fixture(scope="session")
+def demo_console(demo_run) -> str:
+    """What `giraffe demo` printed (stdout and stderr together)."""
+    _, instance, _ = demo_run
+    return (Path(instance.root_directory) / "demo_console.txt").read_text(errors="replace")
 
 
 # --- train fixtures ---

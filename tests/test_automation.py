@@ -216,3 +216,45 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
         report(dg.AssetKey(["eval", "needle"]), ["v2pe|8k"], version="scored")
         result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
         assert _requested(result) == {"leaderboard"}
+
+
+def test_the_automation_badge_follows_the_sensor():
+    """The UI's job pages read the pre-sensor daemon's pause flag ("Auto-materialize off" on a new
+    instance, although the automation sensor runs): prepare_home sets it from the sensor's state."""
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        LoadableTargetOrigin,
+        RemoteInstigatorOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType
+    from dagster._daemon.asset_daemon import get_auto_materialize_paused
+
+    from pipelines.automation import automation_running, sync_automation_badge
+
+    with dg.instance_for_test() as instance:
+        assert get_auto_materialize_paused(instance)  # what the UI shows on a new instance: "off"
+        assert automation_running(instance) and sync_automation_badge(instance)
+        assert not get_auto_materialize_paused(instance)  # now "on", as the sensor is (default RUNNING)
+
+        location = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="pipelines.definitions"))
+        origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, "__repository__"), AUTOMATION_SENSOR_NAME)
+        instance.add_instigator_state(InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.STOPPED))
+        assert not automation_running(instance) and not sync_automation_badge(instance)
+        assert get_auto_materialize_paused(instance)  # a user stopped the sensor: "off" is true now
+
+
+def test_raw_sources_carry_the_refresh_freshness_policy():
+    from pipelines.schedules import raw_freshness_policy, refresh_period
+
+    assert refresh_period(DEFAULT_REFRESH_CRON, "UTC") == datetime.timedelta(days=1)
+    assert refresh_period("0 2 * * 1-5", "UTC") == datetime.timedelta(days=3)  # over the weekend
+    policy = raw_freshness_policy({})
+    assert policy.fail_window.to_timedelta() == datetime.timedelta(hours=30)
+    assert policy.warn_window.to_timedelta() == datetime.timedelta(hours=25)
+    hourly = raw_freshness_policy({"GIRAFFE_REFRESH_CRON": "0 * * * *"})
+    assert hourly.fail_window.to_timedelta() == datetime.timedelta(hours=2)
+    graph = build_definitions().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert (node.freshness_policy == policy) == (key.path[0] == "raw"), key

@@ -4,6 +4,12 @@ import dagster as dg
 
 from assets.sources.registry import SOURCES
 
+# `giraffe demo` printed 448 lines before the console was quieted (issue 14), 166 after. What it prints now
+# does not depend on the machine's speed, except the progress lines of slow loops (at most one
+# per 10 % of a loop, and only after 10 s): those are bounded separately.
+DEMO_CONSOLE_MAX_LINES = 170
+PROGRESS_LINES_PER_LOOP = 9  # a line at 10 %, ..., 90 %; the last is the stage's own summary
+
 
 def test_definitions_load_with_every_source_asset_and_checks():
     from pipelines.definitions import defs
@@ -163,3 +169,121 @@ def test_demo_leaderboard_says_what_it_shows(demo_run):
         assert r["stats"]["vh_effective_images"]["text"]
     md = instance.get_latest_materialization_event(dg.AssetKey(["leaderboard"])).asset_materialization.metadata
     assert list(md)[0] == "leaderboard" and md["base_model"].value.startswith("Base model: the embedded tiny Qwen2-VL")
+
+
+def test_every_asset_has_a_code_version_an_owner_and_described_columns():
+    from pipelines.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.code_version, f"{key.to_user_string()} has no code_version"
+        assert node.owners and all(o.startswith("team:giraffe-") for o in node.owners), key
+        schema = node.metadata.get("dagster/column_schema")
+        if schema is not None:
+            columns = getattr(schema, "schema", schema).columns  # a TableSchema or its metadata value
+            undescribed = [c.name for c in columns if not c.description]
+            assert undescribed == [], (key.to_user_string(), undescribed)
+    # descriptions escape what markdown would eat (the UI rendered "checkpoints///final")
+    assert "`checkpoints/<recipe>/<stage>/final`" in graph.get(dg.AssetKey(["checkpoint"])).description
+
+
+def test_every_project_schema_describes_every_column():
+    import pyarrow as pa
+
+    from assets.contract import conversation
+    from assets.contract.schema import description
+    from assets.mixture import mix
+    from assets.packing import stage
+    from assets.tokens import count
+    from assets.video import frames
+    from eval import items
+
+    schemas = {
+        f"{m.__name__}.{n}": v
+        for m in (conversation, mix, stage, count, frames, items)
+        for n, v in vars(m).items()
+        if n.endswith("_SCHEMA") and isinstance(v, pa.Schema)
+    }
+    assert len(schemas) >= 11
+    for name, schema in schemas.items():
+        assert [f.name for f in schema if not description(f)] == [], name
+
+
+def test_demo_metadata_has_schemas_code_versions_and_readable_plots(demo_run):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    _, instance, data = demo_run
+
+    def latest(*key):
+        return instance.get_latest_materialization_event(dg.AssetKey(list(key))).asset_materialization
+
+    def pngs(md_text: str) -> list:
+        return [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", md_text)]
+
+    from pipelines.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    for key in (("raw", "mmdu"), ("benchmark", "mme"), ("eval", "mme"), ("video_frames",), ("token_counts",)):
+        mat = latest(*key)
+        columns = mat.metadata["dagster/column_schema"].value.columns
+        assert columns and all(c.description for c in columns), key
+        declared = graph.get(dg.AssetKey(list(key))).code_version
+        assert declared and mat.tags.get("dagster/code_version") == declared, key
+    raw = {c.name: c.description for c in latest("raw", "mmdu").metadata["dagster/column_schema"].value.columns}
+    assert raw["conversations"].startswith("turns [{from: human|gpt, value}]")
+
+    frames = latest("video_frames").metadata
+    assert [c.name for c in frames["dagster/column_schema"].value.columns][:3] == ["video_key", "frame", "frame_index"]
+    assert frames["dagster/row_count"].value == frames["frames_sampled"].value  # rows are frames
+    from assets.contract.markdown import MARKDOWN_IMAGE_BYTES
+
+    [sheet] = pngs(frames["contact_sheet"].value)
+    assert sheet.size[0] >= 900 and len(frames["contact_sheet"].value) <= MARKDOWN_IMAGE_BYTES * 4 / 3 + 200
+    assert Image.open(frames["contact_sheet_png"].value).size[0] >= 900  # full size beside the data
+    videos = {c.name: c.description for c in frames["videos_schema"].value.columns}
+    assert videos["duration"] == "length of the video, seconds" and all(videos.values())
+    header = frames["videos_table"].value.splitlines()[0]
+    assert "| source |" in header and "| duration |" in header
+
+    ckpt = instance.get_latest_materialization_event(dg.AssetKey(["checkpoint"])).asset_materialization.metadata
+    assert ckpt["losses"].value.startswith("| step | loss | learning rate |")
+    [curves] = pngs(ckpt["loss_curve"].value)
+    assert curves.size[0] >= 900
+    board = latest("leaderboard").metadata
+    for name in ("visual_haystack", "videomme_by_duration"):
+        [plot] = pngs(board[name].value)
+        assert plot.size[0] >= 900, name
+
+
+def test_demo_console_is_short_quiet_and_compact(demo_console):
+    """`giraffe demo` prints one short line per thing worth knowing: no library progress bars
+    (they redraw with carriage returns), no known-harmless warnings, no 110-character prefixes."""
+    import re
+
+    assert "\r" not in demo_console
+    for noise in ("Generating train split", "Creating parquet", "Loading weights", "Writing model shards",
+                  "Setting accelerator to CPU", "PreviewWarning", "BetaWarning", "Traceback",
+                  "[pipes] external process successfully opened"):
+        assert noise not in demo_console, noise
+    lines = demo_console.splitlines()
+    progress = [line for line in lines if re.search(r": \d+/\d+ \w+ \(\d+%\), ", line)]
+    print(f"giraffe demo console: {len(lines)} lines, {len(progress)} of them progress lines")
+    assert len(lines) - len(progress) <= DEMO_CONSOLE_MAX_LINES, f"{len(lines) - len(progress)} lines"
+    loops = {}
+    for line in progress:  # "12:04:18 eval/mme: mme on v2pe/8k: 12/24 items (50%), 1.9 items/s, ETA 6.2 s"
+        label = re.match(r"\d\d:\d\d:\d\d (.*): \d+/\d+ \w+ \(", line).group(1)
+        loops[label] = loops.get(label, 0) + 1
+    assert all(n <= PROGRESS_LINES_PER_LOOP for n in loops.values()), loops
+    assert all(re.search(r", ETA \d", line) and re.search(r"\w/s,| s/\w+,", line) for line in progress), progress[:3]
+    logged = [line for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert len(logged) >= 40
+    prefixes = [re.match(r"\d\d:\d\d:\d\d (?:(?:WARNING|ERROR) )?[\w/]+: ", line) for line in logged]
+    assert all(prefixes), [line for line, p in zip(logged, prefixes) if not p][:3]
+    assert max(len(p.group(0)) for p in prefixes) <= 45
+    # the training job's own lines arrive through Pipes, compact too, and say their ETA
+    assert any(re.search(r" checkpoint: step 1/4 loss [\d.]+ lr .* ETA ", line) for line in logged)

@@ -43,7 +43,7 @@ def test_get_source_unknown_name_lists_known_ones():
 
 
 def test_cli_sources_prints_registry_json(capsys):
-    assert main(["sources"]) == 0
+    assert main(["sources", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == list(TABLE_7)
     by_name = {r["name"]: r for r in rows}
@@ -56,6 +56,6 @@ def test_cli_sources_prints_registry_json(capsys):
 
 
 def test_cli_sources_filters_by_category(capsys):
-    assert main(["sources", "--category", "video"]) == 0
+    assert main(["sources", "--json", "--category", "video"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert sorted(r["name"] for r in rows) == ["llava_video", "mlvu", "sharegpt4o", "sharegpt4v"]

@@ -85,6 +85,11 @@ def _metadata(result) -> dict:
     return {k: v.value for k, v in mat.metadata.items()}
 
 
+def _report(md: dict) -> dict:
+    """The checkpoint's training_report.json (every step's loss and learning rate)."""
+    return json.loads(Path(md["training_report"]).read_text())
+
+
 def _failure(result) -> str:
     assert not result.success
     return " ".join(str(e.event_specific_data.error) for e in result.all_events if e.is_step_failure)
@@ -117,11 +122,19 @@ def test_8k_trains_through_pipes_with_metadata(trained, instance):
     final = root / "checkpoints" / "mrope_pp" / "8k" / "final"
     assert md["checkpoint"] == str(final) and (final / "model.safetensors").is_file()
     assert md["steps"] == 4 and md["resumed_from_step"] == 0
-    assert [s for s, _ in md["losses"]] == [1, 2, 3, 4]
-    assert md["final_loss"] < md["first_loss"]
-    assert md["tokens"] > 0 and md["tokens_per_s"] > 0 and md["peak_memory_mb"] > 0
-    assert md["loss_curve"].startswith("![loss curve](data:image/png;base64,")
-    assert Path(md["loss_curve_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = _report(md)
+    assert [s for s, _ in report["losses"]] == [1, 2, 3, 4] and [s for s, _ in report["lrs"]] == [1, 2, 3, 4]
+    assert md["final_loss"] < md["first_loss"] and md["final_loss"] == round(report["losses"][-1][1], 4)
+    assert md["tokens"] > 0 and md["tokens"] == md["tokens_this_run"] and md["tokens_per_s"] > 0 and md["peak_memory_mb"] > 0
+    # the losses as a short table (step | loss | learning rate), not a JSON array of every step
+    table = md["losses"].splitlines()
+    assert table[0] == "| step | loss | learning rate |" and len(table) == 2 + 4
+    assert table[2].startswith(f"| 1 | {report['losses'][0][1]:.4f} | ")
+    assert md["loss_trend"].startswith(f"{md['first_loss']:.4f} ") and md["loss_trend"].endswith(f" {md['final_loss']:.4f}")
+    assert md["loss_curve"].startswith("![loss and learning rate](data:image/png;base64,")
+    from PIL import Image
+
+    assert Image.open(md["loss_curve_png"]).size[0] >= 900
     assert md["initialized_from"] == str(root / "model" / "base") and md["initialized_from_partition"] == "model/base"
     assert md["world_size"] == 1 and md["trainable_params"] > 0 and md["frozen_params"] > 0
     assert md["recipe"] == "mrope_pp" and md["stage"] == "8k"
@@ -187,12 +200,15 @@ def test_killed_run_resumes_from_its_last_saved_step(make_root, train_batch_file
     assert not first.success and not (out / "final").exists()
     saved = sorted(int(p.name.split("_")[1]) for p in (out / "state").glob("step_*") if not p.name.endswith(".tmp"))
     assert saved and saved[-1] >= 2 and saved[-1] < 12
+    tokens_before = json.loads((out / "state" / f"step_{saved[-1]}" / "trainer_state.json").read_text())["tokens"]
 
     second = _materialize(root, instance, "v2pe", "8k", **config)
     assert second.success, _failure(second)
     md = _metadata(second)
     assert md["resumed_from_step"] == saved[-1] and md["resumed_from"].endswith(f"step_{saved[-1]}")
-    assert [s for s, _ in md["losses"]] == list(range(1, 13))  # the counter continued
+    assert [s for s, _ in _report(md)["losses"]] == list(range(1, 13))  # the counter continued
+    # tokens cover the whole run: the steps before the kill and the resumed ones
+    assert md["tokens"] == tokens_before + md["tokens_this_run"] and md["tokens_this_run"] < md["tokens"]
     assert (out / "final" / "model.safetensors").is_file()
     model = load_with_position_method(out / "final")
     assert read_position_method(model.config).v2pe is not None
@@ -230,10 +246,10 @@ def test_giraffe_train_cli_runs_stages_in_order(make_root, tmp_path_factory, tra
     monkeypatch.setenv("GIRAFFE_DATA_ROOT", str(root))
     args = ["train", "--recipe", "mrope_pp", "--steps", "2", "--batch-source", _source(train_batch_file),
             "--data-root", str(root), "--dagster-home", str(home)]
-    assert main([*args, "--stages", "64k"]) == 2
-    assert "does not train stage(s) ['64k']; its stages: ['8k', '32k']" in capsys.readouterr().out
-    assert main([*args, "--stages", "32k"]) == 1
-    assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().out
+    assert main([*args, "--stages", "64k"]) == 2  # a stage the recipe does not train: no partition, refused
+    assert "stage '64k' is not a stage of recipe 'mrope_pp' (8k, 32k)" in capsys.readouterr().err
+    assert main([*args, "--stages", "32k"]) == 2  # refused before any run: 8k was never trained
+    assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().err
     assert main([*args, "--stages", "8k"]) == 0
     out = capsys.readouterr().out
     assert "mrope_pp|8k" in out and "over 2 steps" in out and str(root / "checkpoints" / "mrope_pp" / "8k" / "final") in out

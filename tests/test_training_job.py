@@ -118,6 +118,10 @@ def test_resume_continues_the_step_counter_and_is_bit_exact(tiny_model_dir, trai
     assert resumed.start_step == 2 and resumed.resumed_from.endswith("step_2")
     assert [s for s, _ in resumed.losses] == [1, 2, 3, 4]
     assert [v for _, v in resumed.losses] == pytest.approx([v for _, v in straight.losses], rel=1e-6)
+    assert [s for s, _ in resumed.lrs] == [1, 2, 3, 4]
+    assert [v for _, v in resumed.lrs] == pytest.approx([v for _, v in straight.lrs])  # the schedule continued
+    # the token count covers the whole run, not only the two resumed steps
+    assert resumed.tokens == straight.tokens and 0 < resumed.run_tokens < resumed.tokens
     assert resumed.weights_fingerprint == straight.weights_fingerprint  # same weights as never interrupted
     assert read_trainer_state(latest_state(cfg.state_root)).step == 4
 

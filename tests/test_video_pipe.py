@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from assets.sources.embedded.media import encode_video
-from assets.video.decode import baseline_frames, ffmpeg_exe, open_reader, resize_frame, sample_video
-from assets.video.pipe import PipeMismatch, read_frames_pipe, select_expression
+from assets.video.decode import baseline_frames, ffmpeg_exe, open_reader, resize_threads, sample_video
+from assets.video.pipe import PipeMismatch, decode_threads, host_cores, read_frames_pipe, select_expression
 from assets.video.plan import VideoSamplingConfig
+from assets.video.resize import resize_frame
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 
@@ -83,6 +84,32 @@ def test_pipe_frames_equal_decord_frames_with_repeats_and_edges(clips):
     assert seen == [(112, 140), (56, 84), (28, 28)]
 
 
+@pytest.mark.parametrize("name", ["h264", "bframes", "rotated"])
+def test_decode_threads_do_not_change_the_frames(clips, name):
+    path = clips[name]
+    total = len(open_reader(path))
+    indices = sorted({0, 1, 7, 30, 31, total // 2, total - 2, total - 1})
+    ref = _decord_frames(path, indices)
+    height, width = ref.shape[1:3]
+    for threads in (1, 2, 4, 0):  # 0: ffmpeg's automatic count
+        got = read_frames_pipe(ffmpeg_exe(), path, indices, [(height, width)] * len(indices), (height, width),
+                               lambda f, s: f.copy(), threads=threads)
+        assert all(np.array_equal(a, b) for a, b in zip(got.results, ref)), threads
+    one = sample_video(path, NO_HYBRID, workers=1)
+    many = sample_video(path, NO_HYBRID, workers=4)  # 4 decode threads, 2 resize threads
+    assert one.decoder == many.decoder == "ffmpeg-pipe"
+    assert all(np.array_equal(a, b) for a, b in zip(one.frames, many.frames))
+
+
+def test_decode_threads_share_the_host():
+    cores = host_cores()
+    assert cores == len(os.sched_getaffinity(0))
+    assert decode_threads() == cores and decode_threads(1) == cores
+    assert decode_threads(cores) == 1 and decode_threads(cores * 4) == 1
+    assert decode_threads(2) == max(1, cores // 2)
+    assert [resize_threads(c) for c in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
+
+
 def test_pipe_refuses_what_it_cannot_vouch_for(clips):
     path = clips["h264"]
     total = len(open_reader(path))
@@ -137,6 +164,17 @@ def test_decoder_decord_skips_the_pipe_and_gives_the_same_frames(clips):
     assert all(np.array_equal(a, b) for a, b in zip(auto.frames, forced.frames))
     with pytest.raises(ValueError, match="decoder"):
         sample_video(clips["h264"], NO_HYBRID, decoder="pyav")
+
+
+@pytest.mark.parametrize("resize", ["torch", "pil"])
+def test_both_resize_methods_equal_their_baseline(clips, resize):
+    cfg = VideoSamplingConfig(hybrid=None, resize=resize)
+    got = sample_video(clips["odd"], cfg)  # 250x142 -> 448x252 (min_pixels): an upscale of odd sizes
+    assert got.decoder == "ffmpeg-pipe" and got.plan.sizes[0] == (252, 448)
+    ref = baseline_frames(clips["odd"], got.plan.indices, got.plan.sizes, resize=resize)
+    assert all(np.array_equal(a, b) for a, b in zip(got.frames, ref))
+    other = baseline_frames(clips["odd"], got.plan.indices, got.plan.sizes, resize="pil" if resize == "torch" else "torch")
+    assert any(not np.array_equal(a, b) for a, b in zip(got.frames, other))
 
 
 def test_the_stage_records_the_decoder(clips, tmp_path):

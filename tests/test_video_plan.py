@@ -4,33 +4,50 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from assets.video.grid import VIDEO_MIN_PIXELS, HybridConfig, PlanError, smart_resize
-from assets.video.plan import VideoSamplingConfig, frame_indices, frame_max_pixels, plan_video, sample_count
+from assets.video.plan import (
+    VideoSamplingConfig,
+    frame_indices,
+    frame_max_pixels,
+    linspace_f32,
+    plan_video,
+    sample_count,
+)
 
 NO_HYBRID = VideoSamplingConfig(hybrid=None)
 
 
-def reference_count(total: int, fps: float) -> int:
-    """The rule as DESIGN.md writes it, independently of the implementation."""
-    n = round(total / fps * 2)
-    n = min(max(n, 4), min(768, total))
-    n = (n // 2) * 2
-    return max(n, 2)
+def reference_count(total: int, video_fps: float, fps: float = 2.0, min_frames: int = 4, max_frames: int = 768) -> int:
+    """qwen-vl-utils 0.0.14 ``smart_nframes`` as published, written out again (0 where it raises)."""
+    lo = math.ceil(min_frames / 2) * 2
+    hi = math.floor(min(max_frames, total) / 2) * 2
+    n = total / video_fps * fps
+    n = min(min(max(n, lo), hi), total)
+    n = math.floor(n / 2) * 2
+    return n if 2 <= n <= total else 0
+
+
+def reference_indices(total: int, n: int) -> list[int]:
+    """qwen-vl-utils' indices: ``torch.linspace`` (float32, its default) rounded."""
+    return torch.linspace(0, total - 1, n).round().long().tolist()
 
 
 # (total_frames, video_fps, expected n): hand-computed
 CASES = [
-    (10, 1.0, 10),  # 1 fps source, 10 s: every frame (below 2 fps)
-    (5, 1.0, 4),  # 1 fps, 5 s: clamp to 5 frames, floor to even
+    (10, 1.0, 10),  # 1 fps source, 10 s: 20 -> every frame (below 2 fps)
+    (5, 1.0, 4),  # 1 fps, 5 s: clamp to floor2(5) = 4
     (240, 24.0, 20),  # 10 s at 24 fps
     (225, 25.0, 18),  # 9 s at 25 fps
     (150, 29.97, 10),  # 5.005 s at 29.97 -> 10.01 -> 10
-    (1798, 29.97, 120),  # ~60 s at NTSC
+    (1798, 29.97, 118),  # 59.99 s at NTSC -> 119.99 -> floor2 118 (rounding first gave 120)
+    (1828, 29.97, 120),  # 61 s at 29.97 -> 121.99 -> 120 (rounding first gave 122)
+    (87, 30.0, 4),  # 2.9 s at 30 fps -> 5.8 -> 4 (rounding first gave 6)
     (240, 60.0, 8),  # 4 s at 60 fps
     (15, 30.0, 4),  # 0.5 s clip: min_frames 4
     (12, 24.0, 4),  # 0.5 s at 24 fps
-    (3, 30.0, 2),  # 3 frames: clamp to 3, floor to 2
+    (3, 30.0, 2),  # 3 frames: clamp to floor2(3) = 2
     (2, 30.0, 2),
     (108000, 30.0, 768),  # 1 hour at 30 fps: capped at 768
     (86400, 24.0, 768),
@@ -38,8 +55,9 @@ CASES = [
     (216000, 60.0, 768),
     (1000, 2.0, 768),  # 500 s at exactly 2 fps: 1000 -> cap 768
     (310 * 10, 10.0, 620),  # the embedded MLVU video
-    (57, 10.0, 10),  # 5.7 s -> 11.4 -> round 11 -> floor 10
-    (63, 10.0, 12),  # 6.3 s -> 12.6 -> round 13 -> floor 12
+    (57, 10.0, 10),  # 5.7 s -> 11.4 -> floor2 10
+    (63, 10.0, 12),  # 6.3 s -> 12.6 -> floor2 12
+    (29, 10.0, 4),  # 2.9 s -> 5.8 -> floor2 4 (rounding first gave 6)
 ]
 
 
@@ -47,14 +65,49 @@ CASES = [
 def test_frame_count_rule(total, fps, expected):
     assert sample_count(total, fps) == expected == reference_count(total, fps)
     idx = frame_indices(total, fps)
-    assert idx == np.linspace(0, total - 1, expected).round().astype(int).tolist()
+    assert idx == reference_indices(total, expected)
     assert idx[0] == 0 and idx[-1] == total - 1 and len(idx) == expected
     assert all(b >= a for a, b in zip(idx, idx[1:]))
 
 
-def test_rounding_differs_from_plain_floor_where_the_design_says_round():
-    # 2.9 s at 10 fps: 5.8 frames -> round 6 (design) where floor(5.8) would give 4
-    assert sample_count(29, 10.0) == 6
+FPS = [1.0, 10.0, 23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 60.0]
+LONG_TOTALS = [10**5, 107892, 108000, 216000, 10**6, 2_592_000, 2**24 - 1, 2**24, 2**24 + 1, 10**8]
+
+
+def test_count_and_indices_equal_qwen_vl_utils_for_every_total():
+    """Every total from 2 to 20,000 frames and long ones, at nine source rates: the count is
+    ``smart_nframes``' and the indices torch's float32 linspace rounded (each distinct
+    (total, n) pair compared once)."""
+    pairs = set()
+    for fps in FPS:
+        for total in [*range(2, 20001), *LONG_TOTALS]:
+            n = reference_count(total, fps)
+            assert n >= 2, (total, fps)
+            assert sample_count(total, fps) == n, (total, fps)
+            pairs.add((total, fps, n))
+    seen, checked = set(), 0
+    for total, fps, n in sorted(pairs):
+        if (total, n) in seen:
+            continue
+        seen.add((total, n))
+        assert frame_indices(total, fps) == reference_indices(total, n), (total, fps, n)
+        checked += 1
+    assert checked > 90_000  # 96,000 distinct (total, n) pairs below 20,001 frames, plus the long totals
+
+
+def test_float32_grid_is_what_moves_long_video_indices():
+    # 1 h at 30 fps, 768 frames: a float64 linspace rounds two indices the other way
+    idx = frame_indices(108000, 30.0)
+    f64 = np.linspace(0, 107999, 768).round().astype(int).tolist()
+    assert [(i, a, b) for i, (a, b) in enumerate(zip(idx, f64)) if a != b] == [(412, 58012, 58013), (469, 66038, 66039)]
+    assert np.array_equal(linspace_f32(107999, 768), torch.linspace(0, 107999, 768).numpy())
+
+
+def test_indices_follow_the_config_counts():
+    cfg = VideoSamplingConfig(hybrid=None, fps=1.0, min_frames=5, max_frames=41)  # ceil2(5) = 6, floor2(41) = 40
+    assert sample_count(7, 30.0, cfg) == 6 == reference_count(7, 30.0, 1.0, 5, 41)
+    assert sample_count(3000, 30.0, cfg) == 40 == reference_count(3000, 30.0, 1.0, 5, 41)
+    assert frame_indices(3000, 30.0, cfg) == reference_indices(3000, 40)
 
 
 def test_single_frame_clip_is_one_duplicated_pair():

@@ -89,6 +89,31 @@ def test_rerun_is_incremental(stage, tmp_path):
     assert not other["cached"] and other["video_key"] != row["video_key"]
 
 
+def test_a_changed_resize_re_decodes_and_an_unchanged_one_does_not(stage, tmp_path):
+    from assets.video.frames import sample_to_shard
+
+    _, refs, _, _ = stage
+    path, frames_dir = refs[0].path, tmp_path / "frames"
+    frames_dir.mkdir()
+    torch_cfg, pil_cfg = VideoSamplingConfig(), VideoSamplingConfig(resize="pil")
+    first = sample_to_shard(path, torch_cfg, str(frames_dir))
+    shard = frames_dir / f"{first['video_key']}.parquet"
+    stamp = shard.stat().st_mtime_ns
+    same = sample_to_shard(path, torch_cfg, str(frames_dir))
+    assert not first["cached"] and same["cached"] and same["video_key"] == first["video_key"]
+    assert shard.stat().st_mtime_ns == stamp  # not rewritten
+    pil = sample_to_shard(path, pil_cfg, str(frames_dir))
+    assert not pil["cached"] and pil["video_key"] != first["video_key"]
+    assert sample_to_shard(path, pil_cfg, str(frames_dir))["cached"]
+    plan, torch_frames = read_frames(first["frames_file"])
+    _, pil_frames = read_frames(pil["frames_file"])
+    idx, sizes = plan["indices"], [tuple(x) for x in plan["sizes"]]
+    assert all(np.array_equal(a, b) for a, b in zip(torch_frames, baseline_frames(path, idx, sizes, resize="torch")))
+    assert all(np.array_equal(a, b) for a, b in zip(pil_frames, baseline_frames(path, idx, sizes, resize="pil")))
+    assert any(not np.array_equal(a, b) for a, b in zip(torch_frames, pil_frames))
+    assert sorted(p.name for p in frames_dir.glob("*.parquet")) == sorted([shard.name, f"{pil['video_key']}.parquet"])
+
+
 def _plans(result):
     videos = {v["video_key"]: v for v in result.videos}
     out = {}
@@ -154,3 +179,28 @@ def test_a_missing_image_is_rejected_not_counted(normalized, processor, tmp_path
                 p["path"] = str(tmp_path / "gone.png")
     counts, rejected = count_table([row], TokenCounter(processor, {}))
     assert not counts and rejected[0]["reason"] == "unreadable_image"
+
+
+def test_contact_sheet_shows_hybrid_videos_first_and_every_source(stage):
+    import io
+
+    from PIL import Image
+
+    from assets.contract.markdown import MARKDOWN_IMAGE_BYTES, shrink_png
+    from assets.defs.video import video_sources
+    from assets.video.contact_sheet import choose_videos, contact_sheet_png, sampled_frames
+
+    _, _, result, _ = stage
+    sources = video_sources(result.samples)
+    chosen = choose_videos(result.videos, sources, limit=4)
+    assert [bool(v["hybrid"]) for v in chosen[:2]] == [True, True]  # the two MLVU videos (> 512 frames)
+    assert {sources[v["video_key"]] for v in chosen} == set(VIDEO_SOURCES)
+    assert all(v["status"] == "ok" for v in chosen)  # the corrupt and empty files are never drawn
+    frames = sampled_frames(chosen[0]["frames_file"], 5)
+    assert len(frames) == 5 and frames[0][0] == 0.0 and frames[-1][0] == max(t for t, _, _ in frames)
+    png = contact_sheet_png(result.videos, sources, per_video=5, limit=4)
+    image = Image.open(io.BytesIO(png))
+    assert image.size[0] >= 900
+    small = shrink_png(png)
+    assert len(small) <= MARKDOWN_IMAGE_BYTES and Image.open(io.BytesIO(small)).size[0] >= 900
+    assert contact_sheet_png([v for v in result.videos if v["status"] != "ok"], sources) is None

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from assets.contract.console import quiet_console
+
+    quiet_console()  # as the launching CLI chose (GIRAFFE_VERBOSE), before transformers is imported
     args = build_parser().parse_args(argv)
     try:
         cfg = validate(config_from_args(args))
@@ -32,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         print("config ok", flush=True)
         return 0
     from training.distributed import env_rank
+    from training.report import pipes_active
     from training.trainer import train
 
     result = train(cfg)
     losses = [v for _, v in result.losses]
-    if losses and env_rank() == 0:
+    if losses and env_rank() == 0 and not pipes_active():  # under Pipes the run's log already says it
         print(f"done: {result.steps} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, checkpoint {result.checkpoint}")
     return 0
 

@@ -6,7 +6,7 @@ A state holds what a restarted process needs to continue exactly where the kille
   from the initial weights, so it is not copied at every save; LoRA runs save only adapters);
 * ``optimizer.pt``, ``scheduler.pt`` - their ``state_dict``s;
 * ``rng.pt`` - Python, NumPy, torch (CPU and CUDA) generators and V2PE delta samplers;
-* ``trainer_state.json`` - step, loss history, tokens, elapsed time and the config's
+* ``trainer_state.json`` - step, loss and learning-rate history, tokens, elapsed time and the config's
   resume fingerprint (a state from a different model/data/schedule is never resumed).
 
 A state is written to ``step_<n>.tmp`` and renamed when complete, so a process killed while
@@ -36,7 +36,10 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 class TrainerState:
     step: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
+    lrs: list[tuple[int, float]] = field(default_factory=list)
+    """(step, learning rate the step used), for the schedule plot."""
     tokens: int = 0
+    """Tokens trained on over the whole run, resumed parts included."""
     seconds: float = 0.0
     fingerprint: str = ""
     initialized_from: dict[str, Any] = field(default_factory=dict)
@@ -48,6 +51,7 @@ class TrainerState:
     def from_json(cls, text: str) -> TrainerState:
         data = json.loads(text)
         data["losses"] = [tuple(x) for x in data.get("losses", [])]
+        data["lrs"] = [tuple(x) for x in data.get("lrs", [])]  # absent in states written before it was kept
         return cls(**data)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from assets.contract.markdown import png_markdown
+from assets.contract.progress import duration
 from training import distributed
 from training.config import TrainConfig, validate
 from training.data import batch_tokens, make_batches, model_inputs
@@ -45,7 +46,15 @@ from training.modeling import (
     weights_fingerprint,
 )
 from training.optim import build_optimizer, build_scheduler
-from training.report import Reporter, json_value, loss_curve_png, md, path_value
+from training.report import (
+    Reporter,
+    json_value,
+    loss_sparkline,
+    loss_table,
+    md,
+    path_value,
+    training_curves_png,
+)
 from training.state import TrainerState, latest_state, load_state, read_trainer_state, save_state
 
 REPORT_FILE = "training_report.json"
@@ -62,6 +71,7 @@ class TrainResult:
     resumed_from: str | None
     losses: list[tuple[int, float]]
     tokens: int
+    """Over the whole run: a resumed run counts the steps before the restart too."""
     seconds: float
     tokens_per_s: float
     peak_memory_mb: float
@@ -73,6 +83,9 @@ class TrainResult:
     dtype: str
     world_size: int
     method: dict[str, Any] | None
+    lrs: list[tuple[int, float]] = field(default_factory=list)
+    run_tokens: int = 0
+    """Tokens this process trained on (the rate ``tokens_per_s`` is over these)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -245,12 +258,15 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
         run_tokens += step_tokens
         trainer_state.step = step + 1
         trainer_state.losses.append((step + 1, step_loss))
+        trainer_state.lrs.append((step + 1, lr))
         trainer_state.tokens += step_tokens
         elapsed = time.perf_counter() - started
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            left = cfg.steps - step - 1
+            eta = f", ETA {duration(elapsed / (step + 1 - start_step) * left)}" if left else ""
             reporter.log(
                 f"step {step + 1}/{cfg.steps} loss {step_loss:.4f} lr {lr:.3e} tokens {step_tokens} "
-                f"tok/s {run_tokens / max(elapsed, 1e-9):.1f}"
+                f"tok/s {run_tokens / max(elapsed, 1e-9):.1f}{eta}"
             )
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             trainer_state.seconds = prior_seconds + time.perf_counter() - started
@@ -269,7 +285,7 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
         start_step=start_step,
         resumed_from=str(resume_path) if resume_path else None,
         losses=list(trainer_state.losses),
-        tokens=run_tokens,
+        tokens=trainer_state.tokens,
         seconds=seconds,
         tokens_per_s=tokens_per_s,
         peak_memory_mb=peak_mb,
@@ -281,6 +297,8 @@ def _train(cfg: TrainConfig, info: distributed.DistInfo, reporter: Reporter) -> 
         dtype=str(resolve_dtype(cfg, device)).replace("torch.", ""),
         world_size=info.world_size,
         method=cfg.method,
+        lrs=list(trainer_state.lrs),
+        run_tokens=run_tokens,
     )
     result.weights_fingerprint = _export(cfg, info, model, engine, result, reporter)
     if info.is_main:
@@ -332,24 +350,30 @@ def _export(cfg: TrainConfig, info, model, engine, result: TrainResult, reporter
 
 
 def _report(cfg: TrainConfig, result: TrainResult, reporter: Reporter) -> None:
-    png = loss_curve_png(result.losses, f"{cfg.recipe or 'run'} {cfg.stage}".strip() + " loss")
+    title = f"{cfg.recipe or 'run'} {cfg.stage}".strip()
+    png = training_curves_png(result.losses, result.lrs, title, resumed_at=result.start_step)
     png_path = cfg.output_path / "loss_curve.png"
-    png_path.write_bytes(png)
+    tmp = png_path.with_name("loss_curve.png.tmp")
+    tmp.write_bytes(png)
+    tmp.replace(png_path)
     losses = [v for _, v in result.losses]
     metadata = {
         "checkpoint": path_value(result.checkpoint),
         "steps": result.steps,
         "resumed_from_step": result.start_step,
         "resumed_from": result.resumed_from or "",
-        "first_loss": losses[0] if losses else float("nan"),
-        "final_loss": losses[-1] if losses else float("nan"),
-        "loss_curve": md(png_markdown(png, "loss curve")),
+        "first_loss": round(losses[0], 4) if losses else float("nan"),
+        "final_loss": round(losses[-1], 4) if losses else float("nan"),
+        "loss_curve": md(png_markdown(png, "loss and learning rate")),
         "loss_curve_png": path_value(str(png_path)),
-        "losses": json_value([[s, round(v, 6)] for s, v in result.losses]),
+        "losses": md(loss_table(result.losses, result.lrs)),
+        "loss_trend": loss_sparkline(result.losses),
+        "training_report": path_value(str(Path(result.checkpoint) / REPORT_FILE)),
         "tokens": result.tokens,
-        "tokens_per_s": round(result.tokens_per_s, 2),
-        "train_seconds": round(result.seconds, 3),
-        "peak_memory_mb": round(result.peak_memory_mb, 1),
+        "tokens_this_run": result.run_tokens,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "train_seconds": round(result.seconds, 1),
+        "peak_memory_mb": round(result.peak_memory_mb),
         "peak_memory_kind": result.peak_memory_kind,
         "initialized_from": result.initialized_from["path"],
         "initial_weights_fingerprint": result.initialized_from["fingerprint"],

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assets.contract.atomic import write_parquet
 from assets.contract.cleaning import clean_text
 from assets.contract.conversation import (
     ROLES,
@@ -19,8 +20,10 @@ from assets.contract.conversation import (
     canonical_json,
     make_sample_id,
 )
-from assets.contract.media import MediaResolver, RejectRow
+from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
+from assets.contract.progress import Progress, Sink
 from assets.sources.hub import read_manifest
+from assets.sources.records import read_rows
 
 if TYPE_CHECKING:
     from assets.sources.registry import SourceSpec
@@ -47,12 +50,24 @@ def iter_records(spec: SourceSpec, rows: list[dict[str, Any]]) -> Iterator[tuple
             yield chunk, {"rows": [rows[i] for i in chunk]}
 
 
+def merge_adjacent_text(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One text part for each run of text parts: the template renders them back to back, so
+    two parts cleaned apart (``<|im_`` and ``end|>``) would meet as a token."""
+    merged: list[dict[str, Any]] = []
+    for part in parts:
+        if part["type"] == "text" and merged and merged[-1]["type"] == "text":
+            merged[-1] = {**merged[-1], "text": (merged[-1]["text"] or "") + (part["text"] or "")}
+        else:
+            merged.append(part)
+    return merged
+
+
 def clean_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Clean every text part and drop text parts left empty; media parts are kept as they are."""
     cleaned = []
     for message in messages:
         parts = []
-        for part in message["content"]:
+        for part in merge_adjacent_text(message["content"]):
             if part["type"] == "text":
                 text = clean_text(part["text"] or "")
                 if not text.strip():
@@ -93,11 +108,16 @@ def normalize_source(
     spec: SourceSpec,
     rows: Iterable[dict[str, Any]],
     media: MediaResolver,
+    log: Sink | None = None,
 ) -> NormalizeResult:
+    """Every raw row into a conversation or a rejection with its reason; ``log`` gets the
+    progress lines of a long source (rows done, rate, ETA)."""
     rows = list(rows)
     result = NormalizeResult(rows_in=len(rows))
     seen: dict[str, list[int]] = {}
+    progress = Progress(f"chatml/{spec.name}", len(rows), log, unit="rows")
     for source_rows, record in iter_records(spec, rows):
+        progress.update(len(source_rows))
         sample_id = make_sample_id(spec.name, record)
 
         def reject(reason: str, detail: str) -> None:
@@ -122,11 +142,13 @@ def normalize_source(
             reject("malformed_row", f"{type(exc).__name__}: {exc}")
             continue
         result.conversations.append(Conversation(sample_id, spec.name, spec.category, messages, source_rows))
+    progress.close()
     return result
 
 
 def accounting(result: NormalizeResult) -> tuple[bool, str]:
-    """Prove no sample was lost: every raw row is in exactly one conversation or rejection."""
+    """Prove no sample was lost: every raw row is in exactly one conversation or rejection
+    (records the raw stage could not decode are rejections without a row, counted apart)."""
     seen: dict[int, int] = {}
     for rows in [c.source_rows for c in result.conversations] + [r.source_rows for r in result.rejections]:
         for i in rows:
@@ -140,22 +162,36 @@ def accounting(result: NormalizeResult) -> tuple[bool, str]:
         f"{len(result.conversations)} conversations + {sum(len(r.source_rows) for r in result.rejections)} "
         f"in {len(result.rejections)} rejections"
     )
+    undecodable = sum(r.stage == "raw" for r in result.rejections)
+    if undecodable:
+        detail += f"; {undecodable} undecodable record(s) quarantined by the raw stage"
     if not ok:
         detail += f"; missing rows {missing[:10]}, rows counted twice {doubled[:10]}, unknown rows {stray[:10]}"
     return ok, detail
 
 
-def write_chatml(spec: SourceSpec, raw_dir: Path, out_dir: Path) -> NormalizeResult:
-    """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``."""
+def records_in(result: NormalizeResult) -> int:
+    """Records the source held: decoded rows plus the records the raw stage could not decode."""
+    return result.rows_in + sum(r.stage == "raw" for r in result.rejections)
+
+
+def write_chatml(
+    spec: SourceSpec, raw_dir: Path, out_dir: Path, verdict_cache: Path | None = None, log: Sink | None = None
+) -> NormalizeResult:
+    """Normalise a fetched raw source into ``conversations.parquet`` and ``rejected.parquet``
+    (which also holds the records the raw stage could not decode). ``verdict_cache`` keeps the
+    images' full-decode verdicts for the next runs (``DataLayout.image_verdicts``)."""
     import pyarrow.parquet as pq
 
     manifest = read_manifest(raw_dir)
-    rows = pq.read_table(manifest["data_path"]).to_pylist()
-    media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media")
-    result = normalize_source(spec, rows, media)
+    rows = read_rows(manifest["data_path"])
+    verifier = ImageVerifier(verdict_cache)
+    media = MediaResolver([Path(p) for p in manifest["media_roots"]], out_dir / "media", verifier)
+    result = normalize_source(spec, rows, media, log)
+    bad_path = raw_dir / "undecodable.parquet"
+    if bad_path.is_file():
+        result.rejections += [Rejection(**r) for r in pq.read_table(bad_path).to_pylist()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in (("conversations", result.conversation_table()), ("rejected", result.rejected_table())):
-        tmp = out_dir / f"{name}.parquet.partial"
-        pq.write_table(table, tmp)
-        tmp.replace(out_dir / f"{name}.parquet")
+    write_parquet(result.conversation_table(), out_dir / "conversations.parquet")
+    write_parquet(result.rejected_table(), out_dir / "rejected.parquet")
     return result

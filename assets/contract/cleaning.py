@@ -30,16 +30,32 @@ def strip_special_tokens(text: str) -> str:
     return _SPECIAL_TOKEN_RE.sub("", text)
 
 
-def clean_text(text: str) -> str:
-    """Remove special tokens and stray symbols; normalise line endings and blank runs."""
+def _clean_once(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = strip_special_tokens(text)
     text = _STRAY_RE.sub("", text)
+    text = strip_special_tokens(text)
     text = _TRAILING_WS_RE.sub("\n", text)
-    text = _MANY_NEWLINES_RE.sub("\n\n", text)
-    return text
+    return _MANY_NEWLINES_RE.sub("\n\n", text)
+
+
+def clean_text(text: str) -> str:
+    """Remove special tokens and stray symbols; normalise line endings and blank runs.
+
+    One pass is not enough: removing a zero-width character inside ``<|image_pad|>``, or a
+    token nested in a token (``<|im_<|x|>end|>``), joins the pieces of a new token. So the pass
+    repeats until nothing changes; every pass that changes the text shortens it or turns a
+    ``\r`` into ``\n``, so the loop ends, and its result is a fixed point:
+    ``clean_text(clean_text(x)) == clean_text(x)`` and no special token is left.
+    """
+    while True:
+        cleaned = _clean_once(text)
+        if cleaned == text:
+            return text
+        text = cleaned
 
 
 def special_tokens_left(text: str) -> list[str]:
-    """Special tokens of the target vocabulary still present (used by asset checks)."""
-    return [t for t in QWEN2_VL_SPECIAL_TOKENS if t in text]
+    """Special tokens of the target vocabulary, or any other ``clean_text`` removes, still
+    present (used by asset checks)."""
+    found = [t for t in QWEN2_VL_SPECIAL_TOKENS if t in text]
+    return found + [m for m in _SPECIAL_TOKEN_RE.findall(text) if m not in found]

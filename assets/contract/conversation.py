@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from assets.contract.schema import described
+
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 PartType = Literal["text", "image", "video"]
@@ -37,28 +39,52 @@ MESSAGE_TYPE = pa.struct(
         pa.field("content", pa.list_(PART_TYPE), nullable=False),
     ]
 )
-CONVERSATION_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("messages", pa.list_(MESSAGE_TYPE), nullable=False),
-        pa.field("source_rows", pa.list_(pa.int64()), nullable=False),
-        pa.field("n_images", pa.int32(), nullable=False),
-        pa.field("n_videos", pa.int32(), nullable=False),
-        pa.field("n_chars", pa.int64(), nullable=False),
-    ]
+CONVERSATION_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("messages", pa.list_(MESSAGE_TYPE), nullable=False),
+            pa.field("source_rows", pa.list_(pa.int64()), nullable=False),
+            pa.field("n_images", pa.int32(), nullable=False),
+            pa.field("n_videos", pa.int32(), nullable=False),
+            pa.field("n_chars", pa.int64(), nullable=False),
+        ]
+    ),
+    {
+        "sample_id": "stable id: hash of the source name and the source record (same record, same id)",
+        "source": "registry name of the source (giraffe sources)",
+        "category": "ETVLM category: long_text, short_image, interleave or video",
+        "messages": "the conversation: turns of {role, content}, content = parts {type text|image|video, "
+        "text, path, fps, max_frames}, media in their original positions",
+        "source_rows": "indices of the raw rows this conversation came from (the no_sample_lost proof)",
+        "n_images": "image parts in the conversation",
+        "n_videos": "video parts in the conversation",
+        "n_chars": "characters of text over all turns",
+    },
 )
-REJECTED_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("detail", pa.string(), nullable=False),
-        pa.field("source_rows", pa.list_(pa.int64()), nullable=False),
-        pa.field("record", pa.string(), nullable=False),
-    ]
+REJECTED_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("stage", pa.string(), nullable=False),
+            pa.field("reason", pa.string(), nullable=False),
+            pa.field("detail", pa.string(), nullable=False),
+            pa.field("source_rows", pa.list_(pa.int64()), nullable=False),
+            pa.field("record", pa.string(), nullable=False),
+        ]
+    ),
+    {
+        "sample_id": "the id the sample would have had (same rule as the conversations)",
+        "source": "registry name of the source",
+        "stage": "the stage that rejected it (chatml, video_frames, token_counts, ...)",
+        "reason": "machine-readable reason (missing_media, malformed_row, ...): group by this",
+        "detail": "what exactly was wrong, for a person",
+        "source_rows": "indices of the raw rows involved",
+        "record": "the offending record as JSON (or the media path), to reproduce the problem",
+    },
 )
 
 

@@ -37,6 +37,19 @@ class DataLayout:
     def conversations(self, source: str) -> Path:
         return self.chatml(source) / "conversations.parquet"
 
+    def undecodable(self, source: str) -> Path:
+        """Records of a source no reader could decode (``undecodable_record``)."""
+        return self.raw(source) / "undecodable.parquet"
+
+    def chatml_status(self, source: str) -> Path:
+        """The chatml guards' verdicts, written last: what downstream stages check first."""
+        return self.chatml(source) / "status.json"
+
+    @property
+    def image_verdicts(self) -> Path:
+        """Full-decode verdicts of images by content hash (a re-run decodes nothing again)."""
+        return self.root / ".cache" / "image-verdicts"
+
     def chatml_sources(self) -> list[str]:
         """Sources with a ChatML folder, sorted (what a reader of every source walks)."""
         base = self.root / "chatml"

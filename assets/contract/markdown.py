@@ -34,6 +34,13 @@ def counts_table(counts: Mapping[str, int], key: str = "reason", value: str = "r
     return markdown_table([{key: k, value: v} for k, v in counts.items()]) if counts else "_(none)_"
 
 
+# One size for every plot the project draws, so they read alike in the UI (which shows a
+# markdown image at its own size): 1000 x 480 px for one panel, 1200 x 440 px for two side by side.
+PLOT_DPI = 100
+PLOT_WIDE = (10.0, 4.8)
+PLOT_PAIR = (12.0, 4.4)
+
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display on the hosts that draw plots)."""
     import matplotlib
@@ -45,13 +52,43 @@ def pyplot():
 
 
 def figure_png(fig) -> bytes:
-    """A finished figure as PNG bytes; the figure is closed (plots are drawn in long runs)."""
+    """A finished figure as PNG bytes at ``PLOT_DPI``; the figure is closed (plots are drawn in
+    long runs). The one way the project turns a figure into a picture."""
     plt = pyplot()
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=PLOT_DPI)
     plt.close(fig)
     return buf.getvalue()
+
+
+# Metadata lives in the event log, and every load of an asset page fetches its latest entries: a
+# picture of real video frames is megabytes as a full-colour PNG. A picture embedded in metadata
+# is kept under this many bytes (the demo's contact sheet: 550 KB -> 70 KB as a 64-colour
+# palette at full size); where that costs detail, the full-size file sits beside the data.
+MARKDOWN_IMAGE_BYTES = 80_000
+
+
+def shrink_png(png: bytes, max_bytes: int = MARKDOWN_IMAGE_BYTES) -> bytes:
+    """``png`` itself when small enough, else the largest version that fits: a 256/128/64-colour
+    palette first (plots and frames keep their look), then smaller sizes. The smallest tried
+    when nothing fits."""
+    if len(png) <= max_bytes:
+        return png
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    best = png
+    for scale in (1.0, 0.85, 0.7, 0.55, 0.4):
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        scaled = image if scale == 1.0 else image.resize(size, Image.Resampling.LANCZOS)
+        for colors in (256, 128, 64):
+            buf = io.BytesIO()
+            scaled.quantize(colors=colors).save(buf, format="PNG", optimize=True)
+            if len(buf.getvalue()) <= max_bytes:
+                return buf.getvalue()
+            best = min(best, buf.getvalue(), key=len)
+    return best
 
 
 def png_data_uri(png: bytes) -> str:
@@ -67,7 +104,7 @@ def histogram_md(values: list[int], title: str, xlabel: str) -> str:
     """A PNG histogram embedded as markdown."""
     if not values:
         return "_(no data)_"
-    fig, ax = pyplot().subplots(figsize=(5, 3), dpi=80)
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     ax.hist(values, bins=min(20, max(1, len(set(values)))), color="#4a78c2")
     ax.set_title(title)
     ax.set_xlabel(xlabel)

@@ -12,10 +12,15 @@ import pydantic
 
 from assets.contract.markdown import counts_table, markdown_table
 from assets.defs.keys import BENCHMARK_GROUP, benchmark_key
+from assets.defs.metadata import EVAL_TEAM, column_schema
 from assets.defs.resources import DataStore, SourceHub
 from eval.benchmarks import BENCHMARKS, Benchmark
 from eval.fetch import fetch_benchmark
 from eval.formats import FetchOptions
+from eval.items import ITEM_SCHEMA
+
+# Bump when normalisation changes what items.parquet holds for the same published rows.
+BENCHMARK_CODE_VERSION = "1"
 
 
 class BenchmarkConfig(dg.Config):
@@ -39,6 +44,9 @@ def _benchmark_asset(bench: Benchmark) -> dg.AssetsDefinition:
     @dg.asset(
         key=benchmark_key(bench.name),
         group_name=BENCHMARK_GROUP,
+        code_version=BENCHMARK_CODE_VERSION,
+        owners=[EVAL_TEAM],
+        metadata={"dagster/column_schema": column_schema(ITEM_SCHEMA)},
         kinds={"parquet", "huggingface"},
         description=f"{bench.title} ({bench.hub_id}) in its published format, normalised to items.parquet "
         f"(prompt as lmms-eval builds it, media as local paths) + rejected.parquet. {bench.paper}.",
@@ -71,6 +79,7 @@ def _benchmark_asset(bench: Benchmark) -> dg.AssetsDefinition:
                 "items": len(fetched.items),
                 "rejected": len(fetched.rejected),
                 "dagster/row_count": len(fetched.items),
+                "dagster/column_schema": column_schema(ITEM_SCHEMA),
                 f"items_by_{bench.split_label}": dg.MetadataValue.md(counts_table(fetched.by_split(), bench.split_label, "items")),
                 "rejected_by_reason": dg.MetadataValue.md(counts_table(fetched.reasons())),
                 "preview": dg.MetadataValue.md(markdown_table(preview, width=120)),

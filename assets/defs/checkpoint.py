@@ -30,12 +30,16 @@ import dagster as dg
 
 from assets.contract.layout import PROJECT_ROOT
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, MIXTURE_KEY, TRAINING_GROUP
+from assets.defs.metadata import TRAINING_TEAM
 from assets.defs.partitions import checkpoint_partitions, mixture_to_checkpoint, split_checkpoint_key
 from assets.defs.pools import GPU_POOL  # the instance limits this pool to 1
 from assets.defs.resources import DataStore
 from training.launch import LaunchConfig, build_command, describe
 from training.plan import PlanError, plan_stage
 from training.recipes import load_recipes
+
+# Bump when the training job's output changes for the same inputs (the loop, export, metadata).
+CHECKPOINT_CODE_VERSION = "1"
 
 
 class CheckpointConfig(dg.Config):
@@ -90,6 +94,8 @@ def _job_env(config: CheckpointConfig) -> dict[str, str]:
     key=CHECKPOINT_KEY,
     partitions_def=checkpoint_partitions,
     group_name=TRAINING_GROUP,
+    code_version=CHECKPOINT_CODE_VERSION,
+    owners=[TRAINING_TEAM],
     kinds={"pytorch", "deepspeed"},
     pool=GPU_POOL,
     deps=[
@@ -98,7 +104,7 @@ def _job_env(config: CheckpointConfig) -> dict[str, str]:
     ],
     description="One stage of progressive context extension for one recipe: a save_pretrained "
     "checkpoint (safetensors, position method in config.json, processor files) at "
-    "checkpoints/<recipe>/<stage>/final, trained from the previous stage's checkpoint of the same "
+    "`checkpoints/<recipe>/<stage>/final`, trained from the previous stage's checkpoint of the same "
     "recipe (the base model for the first stage) in a Pipes subprocess (python / torchrun / deepspeed).",
 )
 def checkpoint(

@@ -19,16 +19,18 @@ checkpoint (-> shards -> raw) and eval/<name> -> benchmark/<name>.
 """
 
 import json
+import time
 from typing import Optional
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
+from assets.contract.atomic import write_parquet, write_text
 from assets.contract.markdown import counts_table, markdown_table
+from assets.contract.progress import duration, rate
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, EVAL_GROUP, LEADERBOARD_GROUP, benchmark_key, eval_key
-from assets.defs.metadata import as_metadata
+from assets.defs.metadata import EVAL_TEAM, as_metadata, column_schema
 from assets.defs.partitions import RECIPES, checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore, SourceHub
 from assets.defs.video import VideoSamplingParams
@@ -42,6 +44,8 @@ from training.tiny_model import original_length
 
 # embedded clips are 128x96: a small per-frame budget keeps the tiny-model demo cheap
 EMBEDDED_VIDEO_PIXELS = (16 * 28 * 28, 64 * 28 * 28)
+# Bump when an evaluation's output changes for the same inputs (scoring, metadata).
+EVAL_CODE_VERSION = "1"
 
 
 class EvalConfig(dg.Config):
@@ -86,14 +90,21 @@ def evaluate(
     if not items_path.is_file():
         raise dg.Failure(f"{items_path} is missing: materialise {benchmark_key(spec.name).to_user_string()} first")
     items: list[EvalItem] = limit_per_split(read_items(items_path), config.max_items_per_split, 0)
-    context.log.info(f"{spec.name}: {len(items)} items on {runner.model_id}")
+    started = time.monotonic()
     rows = runner.run(items)
+    seconds = time.monotonic() - started
     summary = spec.summarize(rows, config.effective_threshold) | model_info
     summary |= {"answer_mode": runner.cfg.answer_mode, "original_length": original_length(runner.model.config)}
+    accuracy = "-" if summary["accuracy"] is None else f"{100 * summary['accuracy']:.1f}%"
+    context.log.info(
+        f"{spec.name} on {runner.model_id}: accuracy {accuracy} over {len(items)} items in {duration(seconds)}, "
+        f"{rate(len(items), seconds, 'items')} ({runner.cfg.answer_mode}; "
+        + ", ".join(f"{k} {v}" for k, v in summary["status"].items()) + ")"
+    )
     out = lb.model_dir(store.layout.eval_root, spec.name, runner.model_id)
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
-    (out / "scores.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_parquet(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), out / "predictions.parquet")
+    write_text(out / "scores.json", json.dumps(summary, indent=1, default=str))
     return rows, summary
 
 
@@ -117,6 +128,7 @@ def eval_metadata(spec: Benchmark, rows: list[dict], summary: dict, samples: int
         "answer_mode": summary.get("answer_mode", "generate"),
         "items": summary["n"],
         "dagster/row_count": summary["n"],
+        "dagster/column_schema": column_schema(PREDICTION_SCHEMA),
         "status": dg.MetadataValue.md(counts_table(summary["status"], "status", "items")),
         f"accuracy_by_{spec.split_label}": dg.MetadataValue.md(_split_table(summary, spec.split_label)),
         "samples": dg.MetadataValue.md(
@@ -151,6 +163,9 @@ def _eval_asset(spec: Benchmark) -> dg.AssetsDefinition:
     @dg.asset(
         key=eval_key(spec.name),
         group_name=EVAL_GROUP,
+        code_version=EVAL_CODE_VERSION,
+        owners=[EVAL_TEAM],
+        metadata={"dagster/column_schema": column_schema(PREDICTION_SCHEMA)},
         partitions_def=checkpoint_partitions,
         deps=[
             dg.AssetDep(CHECKPOINT_KEY, partition_mapping=dg.IdentityPartitionMapping()),
@@ -175,7 +190,6 @@ def _eval_asset(spec: Benchmark) -> dg.AssetsDefinition:
         rows, summary = evaluate(context, spec, runner, store, config, info)
         md = eval_metadata(spec, rows, summary, config.samples_in_metadata)
         md.update(checkpoint=dg.MetadataValue.path(str(path)), method=info["method"])
-        context.log.info(f"{spec.name} on {model}: answer_mode={runner.cfg.answer_mode}")
         return dg.MaterializeResult(metadata=md)
 
     _asset.__name__ = f"eval_{spec.name}"
@@ -188,6 +202,9 @@ eval_assets = [_eval_asset(spec) for spec in BENCHMARKS]
 @dg.asset(
     key=EVAL_BASE_KEY,
     group_name=LEADERBOARD_GROUP,
+    code_version=EVAL_CODE_VERSION,
+    owners=[EVAL_TEAM],
+    metadata={"dagster/column_schema": column_schema(PREDICTION_SCHEMA)},
     deps=[BASE_MODEL_KEY, *[benchmark_key(s.name) for s in BENCHMARKS]],
     kinds={"pytorch", "parquet"},
     description="Every benchmark on model/base (loaded once): the reference row of the leaderboard and "
@@ -211,6 +228,8 @@ def eval_base(context: dg.AssetExecutionContext, config: EvalConfig, store: Data
         shown = spec.metadata(summary)
         md.update(as_metadata({k: shown[k] for k in spec.base_metadata_keys}))
     md["scores"] = dg.MetadataValue.md(markdown_table(table))
+    md["dagster/row_count"] = sum(r["items"] for r in table)  # predictions over every benchmark
+    md["dagster/column_schema"] = column_schema(PREDICTION_SCHEMA)
     md["answer_mode"] = runner.cfg.answer_mode
     md["checkpoint"] = dg.MetadataValue.path(str(path))
     return dg.MaterializeResult(metadata=md)

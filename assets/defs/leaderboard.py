@@ -6,11 +6,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.contract.atomic import write_bytes, write_text
 from assets.contract.layout import BASE_MODEL_REF
 from assets.contract.markdown import markdown_table, png_markdown
 from assets.defs.evaluation import method_of
 from assets.defs.keys import EVAL_BASE_KEY, LEADERBOARD_GROUP, LEADERBOARD_KEY, LMMS_EVAL_KEY, eval_key
 from assets.defs.lmms_eval import LMMS_EVAL_ENABLED
+from assets.defs.metadata import EVAL_TEAM
 from assets.defs.partitions import RECIPES, STAGES
 from assets.defs.resources import DataStore
 from eval import leaderboard as lb
@@ -19,6 +21,8 @@ from eval.scoring import EFFECTIVE_THRESHOLD
 from training.tiny_model import base_record, original_length
 
 REGRESSION_CHECK = "short_context_regression"
+# Bump when the board (rows, plots, the check) changes for the same scores.
+LEADERBOARD_CODE_VERSION = "1"
 
 
 class LeaderboardConfig(dg.Config):
@@ -49,6 +53,8 @@ def table_value(rows: list[dict]) -> dg.TableMetadataValue:
 @dg.asset(
     key=LEADERBOARD_KEY,
     group_name=LEADERBOARD_GROUP,
+    code_version=LEADERBOARD_CODE_VERSION,
+    owners=[EVAL_TEAM],
     deps=[*[eval_key(s.name) for s in BENCHMARKS], EVAL_BASE_KEY, *([LMMS_EVAL_KEY] if LMMS_EVAL_ENABLED else [])],
     kinds={"matplotlib"},
     check_specs=[
@@ -72,12 +78,12 @@ def leaderboard(context: dg.AssetExecutionContext, config: LeaderboardConfig, st
     plots = lb.plots(results, rows, labels, config.effective_threshold, {"original_length": original_length(base)})
     out = store.stage_dir("leaderboard")
     for key, _, png in plots:
-        (out / f"{key}.png").write_bytes(png)
+        write_bytes(out / f"{key}.png", png)
     table = lb.markdown(rows, banner)
     if any(r.get("answer_mode") and "likelihood" in r["answer_mode"] for r in rows):
         table += "\n\n" + lb.LIKELIHOOD_NOTE
-    (out / "leaderboard.md").write_text(table + "\n")
-    (out / "leaderboard.json").write_text(json.dumps(rows, indent=1))
+    write_text(out / "leaderboard.md", table + "\n")
+    write_text(out / "leaderboard.json", json.dumps(rows, indent=1))
     base_of = {
         r["model"]: (lb.BASE if RECIPES.get(r["model"].split("/")[0]) and RECIPES[r["model"].split("/")[0]].base_model == BASE_MODEL_REF else None)
         for r in rows

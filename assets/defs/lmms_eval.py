@@ -20,6 +20,7 @@ import dagster as dg
 from assets.contract.layout import PROJECT_ROOT
 from assets.defs.evaluation import method_of
 from assets.defs.keys import CHECKPOINT_KEY, LMMS_EVAL_GROUP, LMMS_EVAL_KEY
+from assets.defs.metadata import EVAL_TEAM
 from assets.defs.partitions import checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore, SourceHub
 from eval import leaderboard as lb
@@ -28,6 +29,7 @@ from eval.benchmarks import BENCHMARKS
 from eval.items import read_items
 
 LMMS_EVAL_ENABLED = lmms.lmms_eval_available()
+LMMS_EVAL_CODE_VERSION = "1"  # bump when the bridge's output changes for the same checkpoint
 
 
 class LmmsEvalConfig(dg.Config):
@@ -43,6 +45,8 @@ def build_lmms_eval_asset() -> dg.AssetsDefinition:
     @dg.asset(
         key=LMMS_EVAL_KEY,
         group_name=LMMS_EVAL_GROUP,
+        code_version=LMMS_EVAL_CODE_VERSION,
+        owners=[EVAL_TEAM],
         partitions_def=checkpoint_partitions,
         deps=[dg.AssetDep(CHECKPOINT_KEY, partition_mapping=dg.IdentityPartitionMapping())],
         kinds={"pytorch"},

@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pydantic
 from pydantic import Field
 
+from assets.contract.atomic import write_bytes, write_parquet, write_text
 from assets.contract.categories import CATEGORIES
 from assets.contract.markdown import markdown_table, png_data_uri
 from assets.defs.keys import MIXTURE_KEY, PACKED_KEY, PACKING_GROUP
-from assets.defs.metadata import check_result, column_schema
+from assets.defs.metadata import DATA_TEAM, check_result, column_schema
 from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
 from assets.defs.resources import DataStore
 from assets.mixture.data_card import data_card_md, fill_png
@@ -53,11 +54,15 @@ class MixtureConfig(_CategoryShares):
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
     code_version="1",
+    owners=[DATA_TEAM],
+    metadata={"dagster/column_schema": column_schema(MIXTURE_SCHEMA)},
     kinds={"parquet"},
     description="The stage's training set: whole packed sequences chosen (seeded, deterministic) to "
     "reach the ETVLM token shares by category and long/short, with its data card.",
     check_specs=[
-        dg.AssetCheckSpec("shares_within_tolerance", asset=MIXTURE_KEY, description="achieved token shares within the configured tolerance of the targets"),
+        dg.AssetCheckSpec("shares_within_tolerance", asset=MIXTURE_KEY, blocking=True,
+                          description="achieved token shares within the configured tolerance of the targets "
+                          "(blocks only an unexplained miss: a WARN, what the data cannot reach, does not)"),
     ],
 )
 def etvlm_mixture(context: dg.AssetExecutionContext, config: MixtureConfig, store: DataStore) -> dg.MaterializeResult:
@@ -79,7 +84,7 @@ def etvlm_mixture(context: dg.AssetExecutionContext, config: MixtureConfig, stor
     for note in mix.plan.notes:
         context.log.warning(f"{stage}: {note}")
     out = store.stage_dir("etvlm_mixture", stage)
-    pq.write_table(mix.table, out / "mixture.parquet")
+    write_parquet(mix.table, out / "mixture.parquet")
 
     written = pq.read_table(out / "mixture.parquet")
     check = check_shares(written, mix.plan, config.tolerance, max_sequence_tokens(sequences))
@@ -90,7 +95,7 @@ def etvlm_mixture(context: dg.AssetExecutionContext, config: MixtureConfig, stor
         if r is not None:
             reasons[r] = reasons.get(r, 0) + 1
     png = fill_png(written, capacity, f"ETVLM mixture {stage}")
-    (out / "fill.png").write_bytes(png)
+    write_bytes(out / "fill.png", png)
     card_args = dict(
         stage=stage,
         capacity=capacity,
@@ -103,7 +108,7 @@ def etvlm_mixture(context: dg.AssetExecutionContext, config: MixtureConfig, stor
         notes=mix.plan.notes,
         budget=mix.budget,
     )
-    (out / "data_card.md").write_text(data_card_md(**card_args))
+    write_text(out / "data_card.md", data_card_md(**card_args))
     tokens = sum(written.column("n_tokens").to_pylist())
     context.log.info(f"{stage}: {written.num_rows} sequences, {tokens} tokens; shares {'ok' if check.passed else check.problems}")
     shares = {r["share"]: r["achieved"] for r in check.rows}

@@ -13,12 +13,16 @@ import dagster as dg
 from assets.contract.markdown import markdown_table, png_markdown
 from assets.defs.evaluation import EvalConfig
 from assets.defs.keys import BASE_MODEL_KEY, MODEL_GROUP
+from assets.defs.metadata import TRAINING_TEAM
 from assets.defs.resources import DataStore, SourceHub
 from assets.sources.embedded.text import corpus
 from eval.base_model import BaseModelSpec, build_base_model
-from training.base_training import BaseTrainingConfig
-from training.report import loss_curve_png
+from training.base_training import BaseTrainingConfig, lr_factor
+from training.report import training_curves_png
 from training.tiny_model import TinyModelConfig, base_record
+
+# Bump when the embedded tiny model or the download changes what lands on disk.
+BASE_MODEL_CODE_VERSION = "1"
 
 
 class BaseModelConfig(dg.Config):
@@ -49,6 +53,8 @@ class BaseModelConfig(dg.Config):
 @dg.asset(
     key=BASE_MODEL_KEY,
     group_name=MODEL_GROUP,
+    code_version=BASE_MODEL_CODE_VERSION,
+    owners=[TRAINING_TEAM],
     kinds={"transformers", "pytorch"},
     description="Base model and processor (save_pretrained layout). Embedded default: a tiny Qwen2-VL with a "
     "BPE tokenizer trained on the sample text (real special tokens), taught the embedded benchmarks' task "
@@ -87,7 +93,9 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
                 + markdown_table(result.held_out)
             )
         if result.losses:
-            md["loss_curve"] = dg.MetadataValue.md(png_markdown(loss_curve_png(result.losses, "base model: answer loss"), "loss"))
+            lrs = [(s, spec.training.learning_rate * lr_factor(s - 1, spec.training)) for s, _ in result.losses]
+            png = training_curves_png(result.losses, lrs, "base model: answer")
+            md["loss_curve"] = dg.MetadataValue.md(png_markdown(png, "loss"))
     cfg = json.loads((out / "config.json").read_text())
     text_cfg = cfg.get("text_config", cfg)
     context.log.info(f"base model ready at {path}")

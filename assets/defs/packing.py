@@ -14,9 +14,10 @@ import dagster as dg
 import pyarrow.parquet as pq
 from pydantic import Field
 
+from assets.contract.atomic import write_parquet
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
 from assets.defs.keys import PACKED_KEY, PACKING_GROUP, TOKEN_COUNTS_KEY
-from assets.defs.metadata import check_result, column_schema
+from assets.defs.metadata import DATA_TEAM, check_result, column_schema
 from assets.defs.partitions import STAGE_CAPACITIES, stage_partitions
 from assets.defs.resources import DataStore
 from assets.packing.stage import (
@@ -45,12 +46,14 @@ class PackConfig(dg.Config):
     partitions_def=stage_partitions,
     group_name=PACKING_GROUP,
     code_version="1",
+    owners=[DATA_TEAM],
+    metadata={"dagster/column_schema": column_schema(SEQUENCE_SCHEMA)},
     kinds={"parquet", "numba"},
     description="Samples concatenated to at most the stage length (best-fit decreasing, never "
     "truncated), homogeneous in category x long; longer samples deferred or rejected with a reason.",
     check_specs=[
-        dg.AssetCheckSpec("no_sample_lost", asset=PACKED_KEY, description="counted = packed + deferred + rejected; no sample twice"),
-        dg.AssetCheckSpec("no_truncation", asset=PACKED_KEY, description="no sequence over capacity; every sample whole"),
+        dg.AssetCheckSpec("no_sample_lost", asset=PACKED_KEY, blocking=True, description="counted = packed + deferred + rejected; no sample twice"),
+        dg.AssetCheckSpec("no_truncation", asset=PACKED_KEY, blocking=True, description="no sequence over capacity; every sample whole"),
         dg.AssetCheckSpec("pack_fill", asset=PACKED_KEY, description="best fit: no two sequences of a stratum fit in one"),
     ],
 )
@@ -62,12 +65,12 @@ def packed(context: dg.AssetExecutionContext, config: PackConfig, store: DataSto
     context.log.info(f"packing {counts.num_rows} counted samples into {stage} ({capacity} tokens, {config.attention_mode})")
     started = time.perf_counter()
     result = pack_stage(
-        counts, stage, STAGE_CAPACITIES, long_threshold=config.long_threshold, mode=config.attention_mode, log=context.log.info
+        counts, stage, STAGE_CAPACITIES, long_threshold=config.long_threshold, mode=config.attention_mode, log=context.log.debug
     )
     seconds = time.perf_counter() - started
     out = store.stage_dir("packed", stage)
-    pq.write_table(result.sequences, out / "sequences.parquet")
-    pq.write_table(result.assignments, out / "assignments.parquet")
+    write_parquet(result.sequences, out / "sequences.parquet")
+    write_parquet(result.assignments, out / "assignments.parquet")
     status = result.status_counts()
     reasons = result.reasons()
     context.log.info(f"{stage}: {result.sequences.num_rows} sequences, fill {result.fill:.4f}, {status} in {seconds:.2f} s")

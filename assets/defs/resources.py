@@ -9,7 +9,8 @@ from typing import Literal
 import dagster as dg
 
 from assets.contract.layout import DataLayout
-from assets.sources.hub import HubSettings
+from assets.contract.quality import DEFAULT_MAX_REASON_SHARE
+from assets.sources.hub import HubSettings, parse_hub_ids
 
 
 class DataStore(dg.ConfigurableResource):
@@ -44,24 +45,49 @@ class SourceHub(dg.ConfigurableResource):
     max_rows: int | None = None
     revision: str | None = None
     seed: int = 0
+    hub_ids: dict[str, str] = {}
+    """Source or benchmark name -> hub repo id, replacing the registry's in hub mode (a mirror, a
+    transferred repo); from ``GIRAFFE_HUB_IDS=name=org/repo,...`` by default."""
 
     def settings(self) -> HubSettings:
         return HubSettings(
-            mode=self.mode, token=self.token, max_rows=self.max_rows, revision=self.revision, seed=self.seed
+            mode=self.mode, token=self.token, max_rows=self.max_rows, revision=self.revision, seed=self.seed,
+            hub_ids=tuple(sorted(self.hub_ids.items())),
         )
+
+
+class QualityPolicy(dg.ConfigurableResource):
+    """What the stages that quarantine tolerate before they fail.
+
+    ``max_reason_share``: the ``no_mass_rejection`` checks fail when one reason takes more than
+    this share of a source. ``exclude_sources``: sources that the downstream stages (video
+    frames, token counts) leave out on purpose; any other source whose ChatML is missing or
+    failed its guards stops them with an error, so a gap is never silent."""
+
+    max_reason_share: float = DEFAULT_MAX_REASON_SHARE
+    exclude_sources: list[str] = []
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment: ``GIRAFFE_DATA_ROOT``, ``GIRAFFE_SOURCES_MODE``,
-    ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI).
+    ``GIRAFFE_MAX_ROWS``, ``HF_TOKEN`` (read through ``EnvVar`` so it never shows in the UI),
+    ``GIRAFFE_MAX_REASON_SHARE``, ``GIRAFFE_EXCLUDE_SOURCES`` (comma-separated) and
+    ``GIRAFFE_HUB_IDS`` (``name=org/repo,...``). ``HF_TOKEN`` is needed for gated sets:
+    LongVideoBench and ShareGPT-4o (accept their terms on the hub first).
     ``pipes_subprocess_client`` launches the training job (``assets/defs/checkpoint.py``)."""
     max_rows = os.environ.get("GIRAFFE_MAX_ROWS")
+    share = os.environ.get("GIRAFFE_MAX_REASON_SHARE")
+    excluded = [s.strip() for s in os.environ.get("GIRAFFE_EXCLUDE_SOURCES", "").split(",") if s.strip()]
     return {
         "store": DataStore(root=os.environ.get("GIRAFFE_DATA_ROOT", str(Path.cwd() / "data"))),
         "hub": SourceHub(
             mode=os.environ.get("GIRAFFE_SOURCES_MODE", "embedded"),  # type: ignore[arg-type]
             token=dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None,
             max_rows=int(max_rows) if max_rows else None,
+            hub_ids=dict(parse_hub_ids(os.environ.get("GIRAFFE_HUB_IDS"))),
+        ),
+        "quality": QualityPolicy(
+            max_reason_share=float(share) if share else DEFAULT_MAX_REASON_SHARE, exclude_sources=excluded
         ),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -8,11 +8,15 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assets.contract.atomic import write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA
 from assets.contract.markdown import counts_table, histogram_md, markdown_table
+from assets.contract.progress import Progress
+from assets.contract.quality import count_lost, mass_rejections
+from assets.defs.chatml import chatml_inputs
 from assets.defs.keys import BASE_MODEL_KEY, TOKEN_COUNTS_KEY, VIDEO_FRAMES_KEY, VIDEO_GROUP, chatml_key
-from assets.defs.metadata import column_schema
-from assets.defs.resources import DataStore
+from assets.defs.metadata import DATA_TEAM, column_schema
+from assets.defs.resources import DataStore, QualityPolicy
 from assets.sources.registry import SOURCES
 from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, video_token_mismatches
 from assets.video.frames import sample_videos
@@ -29,37 +33,55 @@ def video_plans(video_dir: Path) -> dict[tuple[str, int], object]:
     }
 
 
-@dg.asset(
-    key=TOKEN_COUNTS_KEY,
-    deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s.name) for s in SOURCES]],
-    group_name=VIDEO_GROUP,
-    code_version=TOKEN_COUNTS_CODE_VERSION,
-    kinds={"parquet", "transformers"},
-    description="Exact token length of every ChatML sample with the base model's processor and chat "
-    "template: text + image tokens from image grids + video tokens from the frame plans.",
-    check_specs=[
-        dg.AssetCheckSpec("video_tokens_match_frames", asset=TOKEN_COUNTS_KEY,
-                          description="every sample's video tokens = sum of its videos' visual_tokens in "
-                          "video_frames/videos.parquet (the video_frames -> token_counts edge)"),
-        dg.AssetCheckSpec("no_sample_lost", asset=TOKEN_COUNTS_KEY,
-                          description="ChatML conversations in = samples counted + samples rejected"),
-    ],
-)
-def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.MaterializeResult:
+TOKEN_COUNTS_CHECKS = [
+    dg.AssetCheckSpec("video_tokens_match_frames", asset=TOKEN_COUNTS_KEY, blocking=True,
+                      description="every sample's video tokens = sum of its videos' visual_tokens in "
+                      "video_frames/videos.parquet (the video_frames -> token_counts edge)"),
+    dg.AssetCheckSpec("no_sample_lost", asset=TOKEN_COUNTS_KEY, blocking=True,
+                      description="ChatML conversations in = samples counted + samples rejected"),
+    dg.AssetCheckSpec("no_mass_rejection", asset=TOKEN_COUNTS_KEY, blocking=True,
+                      description="no single reason takes more than quality.max_reason_share of a source's samples"),
+]
+
+
+def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
+    """The token_counts asset over the ChatML of ``sources`` (registry and declared)."""
+
+    def token_counts(context: dg.AssetExecutionContext, store: DataStore, quality: QualityPolicy) -> dg.MaterializeResult:
+        return _materialize_token_counts(context, store, quality, list(sources))
+
+    return dg.asset(
+        key=TOKEN_COUNTS_KEY,
+        deps=[BASE_MODEL_KEY, VIDEO_FRAMES_KEY, *[chatml_key(s) for s in sources]],
+        group_name=VIDEO_GROUP,
+        code_version=TOKEN_COUNTS_CODE_VERSION,
+        owners=[DATA_TEAM],
+        metadata={"dagster/column_schema": column_schema(COUNT_SCHEMA)},
+        kinds={"parquet", "transformers"},
+        description="Exact token length of every ChatML sample with the base model's processor and chat "
+        "template: text + image tokens from image grids + video tokens from the frame plans.",
+        check_specs=TOKEN_COUNTS_CHECKS,
+    )(token_counts)
+
+
+def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy, sources: list[str]) -> dg.MaterializeResult:
     from training.processor import load_processor
 
+    inputs = chatml_inputs(store, sources, quality, "token_counts")
     processor = load_processor(store.stage_dir("model", "base"))
     counter = TokenCounter(processor, video_plans(store.stage_dir("video_frames")))
     counts, rejected = [], []
     conversations = 0
-    for spec in SOURCES:
-        path = store.layout.conversations(spec.name)
-        if path.is_file():
-            rows = pq.read_table(path).to_pylist()
-            conversations += len(rows)
-            c, r = count_table(rows, counter)
-            counts += c
-            rejected += r
+    per_source: dict[str, int] = {}
+    progress = Progress(STAGE, sum(pq.read_metadata(p).num_rows for p in inputs.paths.values()), context.log.info, unit="samples")
+    for name, path in inputs.paths.items():
+        rows = pq.read_table(path).to_pylist()
+        conversations += len(rows)
+        per_source[name] = len(rows)
+        c, r = count_table(rows, counter, progress)
+        counts += c
+        rejected += r
+    progress.close()
     video_dir = store.stage_dir("video_frames")
     frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
     if all(p.is_file() for p in frame_tables):
@@ -68,8 +90,11 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
         samples, videos = [], []
     mismatched = video_token_mismatches(counts, samples, videos)
     out = store.stage_dir(STAGE)
-    pq.write_table(pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), out / "token_counts.parquet")
-    pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
+    write_parquet(pa.Table.from_pylist(counts, schema=COUNT_SCHEMA), out / "token_counts.parquet")
+    write_parquet(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), out / "rejected.parquet")
+    mass = mass_rejections(count_lost(rejected, raw_rows=False), per_source, quality.max_reason_share)
+    if inputs.excluded:
+        context.log.warning(f"token_counts leaves out {inputs.excluded_md()} (quality.exclude_sources)")
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
@@ -93,6 +118,8 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
             "rejected_rows": dg.MetadataValue.md(markdown_table(rejected[:20], ["sample_id", "source", "reason", "detail"], width=90)),
             "tokens_per_sample": dg.MetadataValue.md(histogram_md([c["n_tokens"] for c in counts], "tokens per sample", "tokens")),
             "path": dg.MetadataValue.path(str(out / "token_counts.parquet")),
+            "sources": ", ".join(inputs.paths),
+            "excluded_sources": inputs.excluded_md(),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -102,7 +129,17 @@ def token_counts(context: dg.AssetExecutionContext, store: DataStore) -> dg.Mate
             ),
             dg.AssetCheckResult(
                 check_name="no_sample_lost", passed=conversations == len(counts) + len(rejected),
-                metadata={"conversations": conversations, "counted": len(counts), "rejected": len(rejected)},
+                metadata={"conversations": conversations, "counted": len(counts), "rejected": len(rejected),
+                          "excluded_sources": inputs.excluded_md()},
+            ),
+            dg.AssetCheckResult(
+                check_name="no_mass_rejection", passed=not mass,
+                metadata={"max_reason_share": quality.max_reason_share,
+                          "worst": mass[0].describe() if mass else "(none over the limit)",
+                          "reason": mass[0].reason if mass else ""},
             ),
         ],
     )
+
+
+token_counts = build_token_counts([s.name for s in SOURCES])

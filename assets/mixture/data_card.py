@@ -13,13 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.contract.markdown import counts_table, figure_png, markdown_table, pyplot
+from assets.contract.markdown import PLOT_PAIR, counts_table, figure_png, markdown_table, pyplot
 from assets.packing.stage import stratum_order
 
 
 def fill_png(mixture: pa.Table, capacity: int, title: str) -> bytes:
     """Two histograms: sequence fill (tokens / capacity) and sample lengths by category."""
-    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(9, 3.2), dpi=80)
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=PLOT_PAIR)
     fill = mixture.column("n_tokens").to_numpy(zero_copy_only=False) / capacity
     ax1.hist(fill, bins=np.linspace(0, 1, 21), color="#4a78c2")
     ax1.set_title("sequence fill")
@@ -33,11 +33,11 @@ def fill_png(mixture: pa.Table, capacity: int, title: str) -> bytes:
         names = [c for c, _ in stratum_order((c, False) for c in set(cats.tolist()))]
         ax2.hist([lengths[cats == c] for c in names], bins=edges, stacked=True, label=names)
         ax2.set_xscale("log")
-        ax2.legend(fontsize=7)
+        ax2.legend(fontsize=9)
     ax2.set_title("sample lengths (with repeats)")
     ax2.set_xlabel("tokens")
     ax2.set_ylabel("samples")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title)
     return figure_png(fig)
 
 

@@ -31,13 +31,17 @@ import numpy as np
 import pyarrow as pa
 
 from assets.contract.categories import CATEGORIES
-from assets.packing.stage import SEQUENCE_SCHEMA, stratum_name, stratum_order
+from assets.contract.schema import described
+from assets.packing.stage import SEQUENCE_DESCRIPTIONS, SEQUENCE_SCHEMA, stratum_name, stratum_order
 
 # paper Table 7: long text 20%, short image 25%, interleave 25%, video 30% of the tokens
 DEFAULT_CATEGORY_SHARES: dict[str, float] = dict(zip(CATEGORIES, (0.20, 0.25, 0.25, 0.30), strict=True))
 DEFAULT_LONG_SHARE = 0.60
 
-MIXTURE_SCHEMA = SEQUENCE_SCHEMA.append(pa.field("copy", pa.int64(), nullable=False))
+MIXTURE_SCHEMA = described(
+    SEQUENCE_SCHEMA.append(pa.field("copy", pa.int64(), nullable=False)),
+    {**SEQUENCE_DESCRIPTIONS, "copy": "0 for a sequence's first use in the mix, 1, 2, ... for repeats (upsampling)"},
+)
 
 Stratum = tuple[str, bool]
 

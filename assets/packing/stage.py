@@ -24,40 +24,71 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.contract.categories import CATEGORIES
+from assets.contract.schema import described
 from assets.packing.kernel import pack
 
 MODES = ("concat", "isolated")
 DEFAULT_LONG_THRESHOLD = 8192
 
-SEQUENCE_SCHEMA = pa.schema(
-    [
-        pa.field("seq_id", pa.string(), nullable=False),
-        pa.field("stage", pa.string(), nullable=False),
-        pa.field("capacity", pa.int64(), nullable=False),
-        pa.field("mode", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("long", pa.bool_(), nullable=False),
-        pa.field("sample_ids", pa.list_(pa.string()), nullable=False),
-        pa.field("sources", pa.list_(pa.string()), nullable=False),
-        pa.field("offsets", pa.list_(pa.int64()), nullable=False),
-        pa.field("lengths", pa.list_(pa.int64()), nullable=False),
-        pa.field("n_tokens", pa.int64(), nullable=False),
-    ]
+SEQUENCE_DESCRIPTIONS = {
+    "seq_id": "<stage>-<stratum>-<n>: one packed training sequence",
+    "stage": "the stage partition (8k, 32k, ...)",
+    "capacity": "the stage's sequence length in tokens",
+    "mode": "concat (positions continue across samples) or isolated (restart per sample)",
+    "category": "ETVLM category of every sample in it (sequences are homogeneous)",
+    "long": "true when its samples are long (above the long threshold)",
+    "sample_ids": "the samples, in packing order",
+    "sources": "each sample's source, aligned with sample_ids",
+    "offsets": "token offset of each sample in the sequence",
+    "lengths": "token length of each sample (whole, never truncated)",
+    "n_tokens": "tokens used (sum of lengths, at most capacity)",
+}
+SEQUENCE_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("seq_id", pa.string(), nullable=False),
+            pa.field("stage", pa.string(), nullable=False),
+            pa.field("capacity", pa.int64(), nullable=False),
+            pa.field("mode", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("long", pa.bool_(), nullable=False),
+            pa.field("sample_ids", pa.list_(pa.string()), nullable=False),
+            pa.field("sources", pa.list_(pa.string()), nullable=False),
+            pa.field("offsets", pa.list_(pa.int64()), nullable=False),
+            pa.field("lengths", pa.list_(pa.int64()), nullable=False),
+            pa.field("n_tokens", pa.int64(), nullable=False),
+        ]
+    ),
+    SEQUENCE_DESCRIPTIONS,
 )
 
-ASSIGNMENT_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("n_tokens", pa.int64(), nullable=False),
-        pa.field("long", pa.bool_(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("seq_id", pa.string()),
-        pa.field("offset", pa.int64()),
-        pa.field("reason", pa.string()),
-        pa.field("detail", pa.string()),
-    ]
+ASSIGNMENT_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("n_tokens", pa.int64(), nullable=False),
+            pa.field("long", pa.bool_(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("seq_id", pa.string()),
+            pa.field("offset", pa.int64()),
+            pa.field("reason", pa.string()),
+            pa.field("detail", pa.string()),
+        ]
+    ),
+    {
+        "sample_id": "a counted sample (token_counts)",
+        "source": "its source",
+        "category": "its ETVLM category",
+        "n_tokens": "its exact token length",
+        "long": "above the long threshold",
+        "status": "packed, deferred (to a longer stage) or rejected",
+        "seq_id": "the sequence it is packed in (packed only)",
+        "offset": "its token offset in that sequence (packed only)",
+        "reason": "why it was deferred or rejected",
+        "detail": "the numbers behind the reason",
+    },
 )
 
 

@@ -149,7 +149,7 @@ def llava_conversations(record: dict[str, Any], media: MediaResolver) -> Message
     """LLaVA format (LLaVA-Instruct, ShareGPT4V, MMDU): ``image`` path(s) + ``conversations``
     of {from: human/gpt, value} with ``<image>`` placeholders."""
     turns = _from_value_turns(_field(record, "conversations", list), "from", "value")
-    images = [image_part(media.file(p)) for p in _as_list(record.get("image"))]
+    images = [image_part(media.image(p)) for p in _as_list(record.get("image"))]
     return turns_with_media(turns, images)
 
 
@@ -178,8 +178,8 @@ def _image_feature(item: Any, media: MediaResolver) -> dict[str, Any]:
     if isinstance(item, dict):
         if not item.get("path"):
             raise RejectRow("missing_media", "image cell has neither bytes nor a path")
-        return image_part(media.file(item["path"]))
-    return image_part(media.file(item))
+        return image_part(media.image(item["path"]))
+    return image_part(media.image(item))
 
 
 def mantis(record: dict[str, Any], media: MediaResolver) -> Messages:
@@ -201,7 +201,7 @@ def arxivqa_interleave(record: dict[str, Any], media: MediaResolver) -> Messages
         options = _as_list(row.get("options"))
         label = _field(row, "label", str)
         rationale = row.get("rationale") or ""
-        figure = image_part(media.file(_field(row, "image", str)))
+        figure = image_part(media.image(_field(row, "image", str)))
         prompt = question if not options else question + "\n" + "\n".join(str(o) for o in options)
         answer = label if not str(rationale).strip() else f"{label}\n{rationale}"
         messages.append({"role": "user", "content": [figure, text_part(prompt)]})
@@ -224,7 +224,7 @@ def llava_video(record: dict[str, Any], media: MediaResolver) -> Messages:
     """LLaVA-Video-178K / ShareGPT4Video / ShareGPT-4o style: ``video`` path + ``conversations``
     of {from, value}; the placeholder is ``<image>`` (LLaVA-NeXT) or ``<video>``."""
     turns = _from_value_turns(_field(record, "conversations", list), "from", "value")
-    videos = [video_part(media.file(p)) for p in _as_list(record.get("video"))]
+    videos = [video_part(media.video(p)) for p in _as_list(record.get("video"))]
     if not videos:
         raise RejectRow("malformed_row", "missing field 'video'")
     return turns_with_media(turns, videos)
@@ -233,7 +233,7 @@ def llava_video(record: dict[str, Any], media: MediaResolver) -> Messages:
 def sharegpt4video(record: dict[str, Any], media: MediaResolver) -> Messages:
     """ShareGPT4Video 40k: ``video_path`` + ``captions`` = [{idx, content}]; idx "-1" is the
     whole-video summary, the others caption keyframe segments (kept as a second turn)."""
-    video = video_part(media.file(_field(record, "video_path", str)))
+    video = video_part(media.video(_field(record, "video_path", str)))
     captions = _field(record, "captions", list)
     by_idx = {str(c.get("idx")): c.get("content") for c in captions if isinstance(c, dict)}
     summary = by_idx.get("-1")
@@ -260,7 +260,7 @@ def _int_or_inf(key: str) -> float:
 
 def mlvu(record: dict[str, Any], media: MediaResolver) -> Messages:
     """MLVU/MVLU: ``video``, ``question``, ``candidates``, ``answer`` (multiple choice)."""
-    video = video_part(media.file(_field(record, "video", str)))
+    video = video_part(media.video(_field(record, "video", str)))
     question = _field(record, "question", str)
     candidates = _as_list(record.get("candidates"))
     answer = _field(record, "answer", str)

@@ -7,7 +7,7 @@ generator writes its embedded sample. Adding a source is adding one ``SourceSpec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,19 +37,39 @@ class MediaSpec:
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """One source. Registry entries have an embedded ``sample``; declared datasets
+    (``assets.sources.declared``) have none, and ``files_root`` when their files are local
+    (read-only inputs, read in every mode)."""
+
     name: str
     category: str
     task: str
     hub_id: str
     data_files: tuple[str, ...]
     adapter: Adapter
-    sample: Callable[[Path, int], None]
+    sample: Callable[[Path, int], None] | None
     media: MediaSpec = field(default_factory=MediaSpec)
     split: str = "train"
     group_key: Callable[[dict[str, Any]], str] | None = None
     group_size: int = 1
     license: str = ""
     notes: str = ""
+    origin: str = "registry"  # registry | declared
+    files_root: str | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    """What the published columns mean (the raw asset's column schema); a column not listed
+    is one the adapter does not read."""
+
+    def loader(self) -> str:
+        """The ``datasets`` call that reads the rows (before the record-by-record fallback)."""
+        if self.files_root is None:
+            return f"datasets.load_dataset({self.hub_id!r}, data_files={list(self.data_files)!r})"
+        kinds = {Path(f).suffix.lower().lstrip(".") for f in self.data_files}
+        builder = "json" if kinds <= {"json", "jsonl", "ndjson"} else "/".join(sorted(kinds))
+        return f"datasets.load_dataset({builder!r}, data_files={list(self.data_files)!r})"
+
+    def column_description(self, name: str) -> str:
+        return self.columns.get(name) or "published column, not read by the adapter"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,7 +79,7 @@ class SourceSpec:
             "hub_id": self.hub_id,
             "data_files": list(self.data_files),
             "split": self.split,
-            "loader": f"datasets.load_dataset({self.hub_id!r}, data_files={list(self.data_files)!r})",
+            "loader": self.loader(),
             "adapter": f"{self.adapter.__module__}.{self.adapter.__name__}",
             "media": {
                 "kind": self.media.kind,
@@ -70,8 +90,16 @@ class SourceSpec:
             },
             "license": self.license,
             "notes": self.notes,
+            "origin": self.origin,
+            **({"files_root": self.files_root} if self.files_root else {}),
         }
 
+
+# Published columns shared by several sources (LLaVA-style conversations, video paths, ...).
+LLAVA_TURNS = "turns [{from: human|gpt, value}]; <image>/<video> placeholders mark where the media go"
+ROLE_TURNS = "turns [{role: user|assistant|system, content}]"
+VIDEO_PATH = "video file, relative to the media root"
+ROW_ID = "the record's id in the published data"
 
 SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec(
@@ -84,6 +112,12 @@ SOURCES: tuple[SourceSpec, ...] = (
         sample=samples.longalign,
         license="Apache-2.0",
         notes="10K rows of 8K-64K-token instructions; the org is also published as zai-org.",
+        columns={
+            "messages": ROLE_TURNS,
+            "id": ROW_ID,
+            "length": "token length the publisher measured",
+            "dataset": "the collection the document comes from",
+        },
     ),
     SourceSpec(
         name="longalpaca",
@@ -95,6 +129,12 @@ SOURCES: tuple[SourceSpec, ...] = (
         sample=samples.longalpaca,
         license="Apache-2.0 (papers and books, see card)",
         notes="One JSON array; 'instruction' holds document and question.",
+        columns={
+            "instruction": "the long document followed by the question",
+            "output": "the answer (the assistant turn)",
+            "input": "extra input, usually empty",
+            "file": "the source paper or book file",
+        },
     ),
     SourceSpec(
         name="llava_instruct",
@@ -110,6 +150,11 @@ SOURCES: tuple[SourceSpec, ...] = (
             notes="COCO train2017 images are not in the repo: unpack them to <media>/coco/train2017.",
         ),
         license="CC BY-NC 4.0 (data), COCO terms (images)",
+        columns={
+            "id": ROW_ID,
+            "image": "COCO image file name, relative to the media root",
+            "conversations": LLAVA_TURNS,
+        },
     ),
     SourceSpec(
         name="m3it",
@@ -122,6 +167,12 @@ SOURCES: tuple[SourceSpec, ...] = (
         media=MediaSpec(kind="inline", notes="images inline (Image feature or base64 strings)"),
         license="CC BY 4.0 (varies per task)",
         notes="Parquet export of MMInstruction/M3IT (the original is a loading script with per-task keys).",
+        columns={
+            "instruction": "the task instruction",
+            "inputs": "the task input (the question)",
+            "outputs": "the answer",
+            "image": "the image: {bytes, path} (a datasets Image) or base64 text",
+        },
     ),
     SourceSpec(
         name="mmdu",
@@ -134,6 +185,11 @@ SOURCES: tuple[SourceSpec, ...] = (
         media=MediaSpec(kind="files", patterns=("mmdu-45k_pics.zip",), archives=("mmdu-45k_pics.zip",)),
         license="CC BY-NC 4.0",
         notes="Multi-turn, multi-image; placeholders <image> or <ImageHere>, bound in order.",
+        columns={
+            "id": ROW_ID,
+            "image": "image files, relative to the media root, in placeholder order",
+            "conversations": LLAVA_TURNS,
+        },
     ),
     SourceSpec(
         name="mantis",
@@ -151,6 +207,12 @@ SOURCES: tuple[SourceSpec, ...] = (
         ),
         license="Apache-2.0 (per-subset terms apply)",
         notes="One subset per config (nlvr2 here); change data_files/patterns for others.",
+        columns={
+            "id": ROW_ID,
+            "images": "images [{bytes, path}] in placeholder order",
+            "conversation": ROLE_TURNS + "; <image> placeholders",
+            "source": "the subset the row comes from",
+        },
     ),
     SourceSpec(
         name="arxivqa_interleave",
@@ -165,6 +227,14 @@ SOURCES: tuple[SourceSpec, ...] = (
         group_size=4,
         license="CC BY-SA 4.0",
         notes="Reconstructed interleave (paper Table 7 '*'): up to 4 figure QAs of one paper per dialogue.",
+        columns={
+            "id": ROW_ID,
+            "image": "the figure file, relative to the media root (its name starts with the arXiv id)",
+            "question": "the question on the figure",
+            "options": "answer options",
+            "label": "the correct option",
+            "rationale": "the explanation of the answer",
+        },
     ),
     SourceSpec(
         name="sharegpt4v",
@@ -182,6 +252,14 @@ SOURCES: tuple[SourceSpec, ...] = (
         ),
         license="CC BY-NC 4.0",
         notes="Paper cites ShareGPT4V for video summaries; its video-caption release is ShareGPT4Video.",
+        columns={
+            "video_id": "the video's id",
+            "video_path": VIDEO_PATH,
+            "zip_folder": "the archive the video is published in",
+            "captions": "captions [{idx, content}]: idx -1 is the whole-video summary, others per keyframe",
+            "keyframe": "frame indices of the keyframes",
+            "timestamp": "start and end time of each keyframe caption, seconds",
+        },
     ),
     SourceSpec(
         name="sharegpt4o",
@@ -200,6 +278,10 @@ SOURCES: tuple[SourceSpec, ...] = (
         ),
         split="train",
         license="CC BY-NC 4.0",
+        columns={
+            "video": VIDEO_PATH,
+            "conversations": LLAVA_TURNS,
+        },
     ),
     SourceSpec(
         name="llava_video",
@@ -217,6 +299,12 @@ SOURCES: tuple[SourceSpec, ...] = (
         ),
         license="Apache-2.0 (videos: source terms)",
         notes="One subset (0-30 s academic, open-ended); '<image>' is the video placeholder.",
+        columns={
+            "id": ROW_ID,
+            "video": VIDEO_PATH,
+            "conversations": LLAVA_TURNS,
+            "data_source": "the collection the video comes from",
+        },
     ),
     SourceSpec(
         name="mlvu",
@@ -229,6 +317,14 @@ SOURCES: tuple[SourceSpec, ...] = (
         media=MediaSpec(kind="files", patterns=("MLVU/video/1_plotQA/*",), roots=("MLVU/video/1_plotQA",)),
         license="CC BY-NC-SA 4.0",
         notes="Training uses videos longer than 5 minutes; MLVU must stay out of the test set.",
+        columns={
+            "video": VIDEO_PATH,
+            "duration": "length of the video, seconds",
+            "question": "the question",
+            "candidates": "answer options",
+            "answer": "the correct option",
+            "question_type": "MLVU task type (plotQA, ...)",
+        },
     ),
 )
 

@@ -20,21 +20,36 @@ import pyarrow as pa
 from assets.contract.chat_template import render_chatml
 from assets.contract.conversation import Rejection
 from assets.contract.media import RejectRow
+from assets.contract.progress import Progress
+from assets.contract.schema import described
 from assets.video.inputs import video_text_tokens
 
 STAGE = "token_counts"
-COUNT_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("n_tokens", pa.int64(), nullable=False),
-        pa.field("n_text_tokens", pa.int64(), nullable=False),
-        pa.field("n_image_tokens", pa.int64(), nullable=False),
-        pa.field("n_video_tokens", pa.int64(), nullable=False),
-        pa.field("n_images", pa.int32(), nullable=False),
-        pa.field("n_videos", pa.int32(), nullable=False),
-    ]
+COUNT_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("n_tokens", pa.int64(), nullable=False),
+            pa.field("n_text_tokens", pa.int64(), nullable=False),
+            pa.field("n_image_tokens", pa.int64(), nullable=False),
+            pa.field("n_video_tokens", pa.int64(), nullable=False),
+            pa.field("n_images", pa.int32(), nullable=False),
+            pa.field("n_videos", pa.int32(), nullable=False),
+        ]
+    ),
+    {
+        "sample_id": "the ChatML sample (chatml/<source>)",
+        "source": "its source",
+        "category": "its ETVLM category",
+        "n_tokens": "exact length with the base model's processor and chat template: text + image + video tokens",
+        "n_text_tokens": "tokens of the rendered chat text, special tokens included",
+        "n_image_tokens": "image pad tokens from the image grids (grid_t x grid_h x grid_w / 4 per image)",
+        "n_video_tokens": "video pad tokens from the frame plans in video_frames",
+        "n_images": "image parts",
+        "n_videos": "video parts",
+    },
 )
 
 
@@ -91,8 +106,11 @@ class TokenCounter:
         }
 
 
-def count_table(rows: Sequence[Mapping[str, Any]], counter: TokenCounter) -> tuple[list[dict], list[dict]]:
-    """(counts, rejections) for conversation rows; a sample that cannot be counted is rejected."""
+def count_table(
+    rows: Sequence[Mapping[str, Any]], counter: TokenCounter, progress: Progress | None = None
+) -> tuple[list[dict], list[dict]]:
+    """(counts, rejections) for conversation rows; a sample that cannot be counted is rejected.
+    ``progress`` (if given) is told about every row."""
     counts, rejected = [], []
     for row in rows:
         try:
@@ -100,6 +118,8 @@ def count_table(rows: Sequence[Mapping[str, Any]], counter: TokenCounter) -> tup
         except RejectRow as exc:
             source_rows = list(row.get("source_rows") or [])
             rejected.append(Rejection(row["sample_id"], row["source"], STAGE, exc.reason, exc.detail, source_rows).to_row())
+        if progress is not None:
+            progress.update()
     return counts, rejected
 
 

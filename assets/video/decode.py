@@ -1,7 +1,10 @@
 """Decoding the planned frames of a video: an ffmpeg pipe, decord, an ffmpeg transcode when both fail.
 
-Output frames are exactly what the qwen-vl-utils decord path gives (``VideoReader.get_batch``
-on the planned indices, then a PIL bicubic resize per frame), only faster:
+With the default ``resize="torch"`` the output frames are the ones qwen-vl-utils 0.0.14's decord
+path gives (``VideoReader.get_batch`` on the planned indices, then torchvision's bicubic
+antialias resize of the uint8 tensor, ``assets.video.resize``), only faster; ``baseline_frames``
+is that path written out, and ``benchmarks/video_sampling.py`` also compares against
+qwen-vl-utils' own ``fetch_video``. ``resize="pil"`` keeps PIL bicubic instead (other pixels).
 
 * first choice (``decoder="auto"``): ``assets.video.pipe``, ffmpeg decoding in its own process
   with a ``select`` filter so only sampled frames are converted to RGB; checked against decord
@@ -9,15 +12,12 @@ on the planned indices, then a PIL bicubic resize per frame), only faster:
 * the decord path reads frames in one forward pass: ``skip_frames`` over a gap and
   ``seek_accurate`` only when a keyframe lies inside the gap, so sparse samples of long videos
   do not decode everything;
-* the resize (and any encoding) runs in a worker thread while the next frame decodes; Pillow
-  releases the GIL while resizing, so on two cores the two halves of the work overlap;
+* the resize (and any encoding) runs in a worker thread while the next frame decodes; torch's
+  interpolate and Pillow both release the GIL, so the two halves of the work overlap;
 * with ``workers > 1`` (``read_frames_parallel``) a long video is cut into contiguous spans of
   the sampled indices, each decoded by its own reader in its own thread (decord's ctypes calls
   release the GIL). Each span starts from a keyframe, so the frames stay identical; this is
-  how one video uses more than one core. The stage uses it only when there is a single video
-  to sample (otherwise videos run in parallel processes).
-
-``benchmarks/video_sampling.py`` measures this against the baseline and checks equality.
+  how one video uses more than one core on the decord path.
 
 A file decord cannot open or read to the end is transcoded to H.264 with the ffmpeg binary
 that imageio-ffmpeg ships (through ffmpeg-python, ``cmd=``) and retried; what still fails
@@ -30,18 +30,19 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from assets.video.grid import PlanError
-from assets.video.pipe import PipeMismatch, last_line, read_frames_pipe
+from assets.video.pipe import PipeMismatch, decode_threads, last_line, read_frames_pipe
 from assets.video.plan import FramePlan, VideoSamplingConfig, plan_video
+from assets.video.resize import resize_frame, torch_threads
 
 
 class DecodeError(Exception):
@@ -106,17 +107,11 @@ def probe(path: str | Path, reader=None) -> VideoMeta:
     return VideoMeta(total, fps, int(height), int(width))
 
 
-def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PIL bicubic to (height, width), as the Qwen2-VL image processor and the baseline do."""
-    h, w = size
-    if frame.shape[0] == h and frame.shape[1] == w:
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((w, h), Image.BICUBIC))
-
-
-def resize_then(frame: np.ndarray, size: tuple[int, int], post: Callable[[np.ndarray], Any] | None) -> Any:
-    """What every decoder does with a decoded frame: the baseline's resize, then ``post``."""
-    out = resize_frame(frame, size)
+def resize_then(
+    frame: np.ndarray, size: tuple[int, int], post: Callable[[np.ndarray], Any] | None, resize: str = "torch"
+) -> Any:
+    """What every decoder does with a decoded frame: the planned resize, then ``post``."""
+    out = resize_frame(frame, size, resize)
     return post(out) if post else out
 
 
@@ -129,9 +124,10 @@ def read_frames(
     sizes: Sequence[tuple[int, int]],
     post: Callable[[np.ndarray], Any] | None = None,
     seek_gain: int = SEEK_GAIN,
+    resize: str = "torch",
 ) -> list[Any]:
     """Decode ``indices`` (ascending, repeats allowed) in one pass; resize each to ``sizes[i]``
-    and apply ``post`` in a worker thread. Returns the results in order.
+    (``resize`` method) and apply ``post`` in a worker thread. Returns the results in order.
 
     A gap is skipped by decoding through it unless a keyframe in it lets ``seek_accurate``
     avoid more than ``seek_gain`` frames (a seek flushes the decoder, so short jumps lose)."""
@@ -144,7 +140,7 @@ def read_frames(
     with ThreadPoolExecutor(1) as pool:
         for i, size in zip(indices, sizes):
             if i == last_index and last is not None:
-                futures.append(pool.submit(resize_then, last, size, post))
+                futures.append(pool.submit(resize_then, last, size, post, resize))
                 continue
             if i < pos:
                 reader.seek_accurate(i)
@@ -156,7 +152,7 @@ def read_frames(
                     reader.skip_frames(i - pos)
             last = reader.next().asnumpy()
             last_index, pos = i, i + 1
-            futures.append(pool.submit(resize_then, last, size, post))
+            futures.append(pool.submit(resize_then, last, size, post, resize))
         return [f.result() for f in futures]
 
 
@@ -183,6 +179,7 @@ def read_frames_parallel(
     workers: int = 2,
     reader=None,
     min_split_frames: int = MIN_SPLIT_FRAMES,
+    resize: str = "torch",
 ) -> list[Any]:
     """``read_frames`` with the video cut into ``workers`` spans, each decoded by its own
     reader in its own thread (the caller's thread takes the first span).
@@ -195,27 +192,34 @@ def read_frames_parallel(
     indices, sizes = list(indices), list(sizes)
     spans = split_spans(indices, workers) if workers > 1 and indices else []
     if len(spans) < 2 or indices[-1] - indices[0] < min_split_frames:
-        return read_frames(reader if reader is not None else open_reader(path), indices, sizes, post)
+        return read_frames(reader if reader is not None else open_reader(path), indices, sizes, post, resize=resize)
     with ThreadPoolExecutor(len(spans) - 1) as pool:
-        rest = [pool.submit(lambda s: read_frames(open_reader(path), indices[s], sizes[s], post), s) for s in spans[1:]]
+        rest = [pool.submit(lambda s: read_frames(open_reader(path), indices[s], sizes[s], post, resize=resize), s)
+                for s in spans[1:]]
         head = spans[0]
-        out = read_frames(reader if reader is not None else open_reader(path), indices[head], sizes[head], post)
+        out = read_frames(reader if reader is not None else open_reader(path), indices[head], sizes[head], post,
+                          resize=resize)
         for future in rest:
             out += future.result()
     return out
 
 
 def baseline_frames(
-    path: str | Path, indices: Sequence[int], sizes: Sequence[tuple[int, int]], num_threads: int = 0
+    path: str | Path,
+    indices: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    num_threads: int = 0,
+    resize: str = "torch",
 ) -> list[np.ndarray]:
-    """The reference: decord ``get_batch`` + PIL resize per frame (qwen-vl-utils' decord path,
-    which opens ``VideoReader(path)`` with decord's default ``num_threads=0``: ffmpeg's auto
-    thread count)."""
+    """The reference: decord ``get_batch`` + a resize per frame. With ``resize="torch"`` this is
+    qwen-vl-utils' decord path (it opens ``VideoReader(path)`` with decord's default
+    ``num_threads=0``, ffmpeg's auto thread count, and resizes with torchvision's bicubic
+    antialias); ``resize="pil"`` is the decord + PIL baseline of the benchmark."""
     import decord
 
     vr = decord.VideoReader(str(path), num_threads=num_threads)
     batch = vr.get_batch(list(indices)).asnumpy()
-    return [resize_frame(f, s) for f, s in zip(batch, sizes)]
+    return [resize_frame(f, s, resize) for f, s in zip(batch, sizes)]
 
 
 def transcode(path: str | Path, out_dir: str | Path) -> Path:
@@ -250,39 +254,61 @@ class SampledVideo:
 DECODERS = ("auto", "decord")
 
 
+def resize_threads(cores: int) -> int:
+    """Resize (and ``post``) threads next to ffmpeg's ``cores`` decode threads: one per two
+    cores. On 2 cores one thread keeps up with ffmpeg; a bigger share gets more, since a torch
+    resize of a 1080p frame (about 30-50 ms) outlasts ffmpeg's decode of the frames between two
+    samples once ffmpeg has several threads."""
+    return max(1, cores // 2)
+
+
 def read_frames_verified(
-    path: str | Path, reader, meta: VideoMeta, plan: FramePlan, post, workers: int
+    path: str | Path, reader, meta: VideoMeta, plan: FramePlan, post, cores: int, resize: str = "torch"
 ) -> tuple[list[Any], str]:
-    """Frames from the ffmpeg pipe if decord agrees on the first and last sampled frame
-    (fetched by decord in a thread while ffmpeg runs), else ``PipeMismatch``."""
+    """Frames from the ffmpeg pipe (``cores`` decode threads) if decord agrees on the first and
+    last sampled frame (fetched by decord in a thread while ffmpeg runs), else ``PipeMismatch``.
+
+    Frames are resized in a pool of ``resize_threads(cores)`` threads while the pipe is read, so
+    ffmpeg never waits on a resize; at most ``2 * threads + 2`` raw frames are in flight (a
+    1080p frame is 6 MB, a whole video's frames would not fit in memory)."""
     first, last = int(plan.indices[0]), int(plan.indices[-1])
-    with ThreadPoolExecutor(1) as pool:
-        ref = pool.submit(lambda: (reader[first].asnumpy(), reader[last].asnumpy()))
+    k = resize_threads(cores)
+    in_flight = threading.BoundedSemaphore(2 * k + 2)
+
+    def submit(frame: np.ndarray, size: tuple[int, int]) -> Future:
+        in_flight.acquire()
+        future = pool.submit(resize_then, frame, size, post, resize)
+        future.add_done_callback(lambda _: in_flight.release())
+        return future
+
+    with ThreadPoolExecutor(1) as check, ThreadPoolExecutor(k) as pool:
+        ref = check.submit(lambda: (reader[first].asnumpy(), reader[last].asnumpy()))
         got = read_frames_pipe(
-            ffmpeg_exe(), path, plan.indices, plan.sizes, (meta.height, meta.width),
-            lambda frame, size: resize_then(frame, size, post), threads=max(1, workers - 1),
+            ffmpeg_exe(), path, plan.indices, plan.sizes, (meta.height, meta.width), submit, threads=cores
         )
+        results = [f.result() for f in got.results]
         ref_first, ref_last = ref.result()
     if not (np.array_equal(got.first_raw, ref_first) and np.array_equal(got.last_raw, ref_last)):
         raise PipeMismatch(f"ffmpeg and decord disagree on frame {first} or {last}")
-    return got.results, "ffmpeg-pipe"
+    return results, "ffmpeg-pipe"
 
 
-def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, workers: int, decoder: str) -> SampledVideo:
+def _sample_once(path: str | Path, cfg: VideoSamplingConfig, post, cores: int, decoder: str) -> SampledVideo:
     reader = open_reader(path)
     meta = probe(path, reader)
     plan = plan_video(meta.total_frames, meta.fps, meta.height, meta.width, cfg)
     fallback = None
     if decoder == "auto":
         try:
-            frames, used = read_frames_verified(path, reader, meta, plan, post, workers)
+            frames, used = read_frames_verified(path, reader, meta, plan, post, cores, cfg.resize)
             return SampledVideo(plan, frames, transcoded=False, decoder=used)
         except (PipeMismatch, OSError) as exc:
             fallback = str(exc)[:300]
         except Exception as exc:  # decord failing on the reference frames: the decord path below says why
             fallback = f"{type(exc).__name__}: {last_line(str(exc))}"
     try:
-        frames = read_frames_parallel(path, plan.indices, plan.sizes, post, workers=workers, reader=reader)
+        frames = read_frames_parallel(path, plan.indices, plan.sizes, post, workers=cores, reader=reader,
+                                      resize=cfg.resize)
     except DecodeError:
         raise
     except Exception as exc:
@@ -294,31 +320,38 @@ def sample_video(
     path: str | Path,
     cfg: VideoSamplingConfig = VideoSamplingConfig(),
     post: Callable[[np.ndarray], Any] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     decoder: str = "auto",
 ) -> SampledVideo:
-    """Plan and decode one video; transcode and retry once if decord fails. ``workers`` > 1
-    gives one video more cores (ffmpeg decode threads, or decord reader threads).
-    ``decoder="decord"`` skips the ffmpeg pipe (the frames are the same; it is slower).
+    """Plan and decode one video; transcode and retry once if decord fails.
+
+    ``workers``: the cores this video may use (ffmpeg decode threads and resize threads, or
+    decord reader threads on the fallback path); None = every core of the host, for a caller
+    that samples one video at a time. A stage that samples several videos at once passes its
+    share, ``decode_threads(videos_at_once)``. ``decoder="decord"`` skips the ffmpeg pipe (the
+    frames are the same; it is slower). While it runs, torch's intra-op threads are 1
+    (``torch_threads``): the parallelism is ffmpeg's and the resize pool's.
 
     Raises ``DecodeError`` or ``PlanError`` (both carry ``reason`` and ``detail``)."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    cores = decode_threads() if workers is None else max(1, int(workers))
     path = Path(path)
     if not path.is_file():
         raise DecodeError("missing_media", f"file not found: {path}")
     if path.stat().st_size == 0:
         raise DecodeError("empty_file", "file is 0 bytes")
-    try:
-        return _sample_once(path, cfg, post, workers, decoder)
-    except PlanError:
-        raise
-    except DecodeError as first:
-        with tempfile.TemporaryDirectory(prefix="giraffe-transcode-") as tmp:
-            try:
-                fixed = transcode(path, tmp)
-                result = _sample_once(fixed, cfg, post, workers, decoder)
-            except DecodeError as second:
-                raise DecodeError(second.reason, f"{second.detail} (after: {first.reason}: {first.detail})") from None
-            result.transcoded = True
-            return result
+    with torch_threads(1 if cfg.resize == "torch" else None):
+        try:
+            return _sample_once(path, cfg, post, cores, decoder)
+        except PlanError:
+            raise
+        except DecodeError as first:
+            with tempfile.TemporaryDirectory(prefix="giraffe-transcode-") as tmp:
+                try:
+                    fixed = transcode(path, tmp)
+                    result = _sample_once(fixed, cfg, post, cores, decoder)
+                except DecodeError as second:
+                    raise DecodeError(second.reason, f"{second.detail} (after: {first.reason}: {first.detail})") from None
+                result.transcoded = True
+                return result

@@ -13,7 +13,8 @@ Layout under the stage folder (readable with pyarrow/polars/datasets, no project
 * ``samples.parquet``: sample_id -> video_key for every video part, in order;
 * ``rejected.parquet``: samples whose video failed, in the shared rejected schema.
 
-``video_key`` = sha256 of the file's bytes + the sampling settings, so a video already
+``video_key`` = sha256 of the file's bytes + the sampling settings (``VideoSamplingConfig.key()``:
+frame rule, counts, pixel budgets, hybrid, resize method), so a video already
 sampled with the same settings is never decoded again (a failed one is remembered too, as
 ``<key>.rejected.json``), wherever the file lives.
 """
@@ -24,7 +25,8 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,52 +34,97 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assets.contract.atomic import write_json, write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
+from assets.contract.progress import Progress, Sink
+from assets.contract.schema import described
 from assets.video.decode import DecodeError, sample_video
 from assets.video.grid import HybridConfig, PlanError
+from assets.video.pipe import decode_threads
 from assets.video.plan import VideoSamplingConfig
 
 STAGE = "video_frames"
-FRAME_SCHEMA = pa.schema(
-    [
-        pa.field("video_key", pa.string(), nullable=False),
-        pa.field("frame", pa.int32(), nullable=False),
-        pa.field("frame_index", pa.int64(), nullable=False),
-        pa.field("timestamp", pa.float64(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("grid_row", pa.int32(), nullable=False),
-        pa.field("png", pa.binary(), nullable=False),
-    ]
+FRAME_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("video_key", pa.string(), nullable=False),
+            pa.field("frame", pa.int32(), nullable=False),
+            pa.field("frame_index", pa.int64(), nullable=False),
+            pa.field("timestamp", pa.float64(), nullable=False),
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("grid_row", pa.int32(), nullable=False),
+            pa.field("png", pa.binary(), nullable=False),
+        ]
+    ),
+    {
+        "video_key": "sha256 of the file's bytes (24 hex) + hash of the sampling settings: the cache key",
+        "frame": "position of the frame in the plan (0, 1, ...)",
+        "frame_index": "index of the frame in the source video",
+        "timestamp": "time of the frame in the source video, seconds",
+        "height": "height after smart_resize, pixels (a multiple of 28)",
+        "width": "width after smart_resize, pixels (a multiple of 28)",
+        "grid_row": "the row of video_grid_thw this frame belongs to (hybrid plans have several)",
+        "png": "the resized frame, lossless PNG bytes",
+    },
 )
-VIDEO_SCHEMA = pa.schema(
-    [
-        pa.field("video_key", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("reason", pa.string()),
-        pa.field("detail", pa.string()),
-        pa.field("cached", pa.bool_(), nullable=False),
-        pa.field("transcoded", pa.bool_()),
-        pa.field("decoder", pa.string()),
-        pa.field("video_fps", pa.float64()),
-        pa.field("total_frames", pa.int64()),
-        pa.field("duration", pa.float64()),
-        pa.field("n_frames", pa.int64()),
-        pa.field("grids", pa.string()),
-        pa.field("visual_tokens", pa.int64()),
-        pa.field("hybrid", pa.string()),
-        pa.field("frames_file", pa.string()),
-    ]
+VIDEO_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("video_key", pa.string(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("detail", pa.string()),
+            pa.field("cached", pa.bool_(), nullable=False),
+            pa.field("transcoded", pa.bool_()),
+            pa.field("decoder", pa.string()),
+            pa.field("video_fps", pa.float64()),
+            pa.field("total_frames", pa.int64()),
+            pa.field("duration", pa.float64()),
+            pa.field("n_frames", pa.int64()),
+            pa.field("grids", pa.string()),
+            pa.field("visual_tokens", pa.int64()),
+            pa.field("hybrid", pa.string()),
+            pa.field("frames_file", pa.string()),
+        ]
+    ),
+    {
+        "video_key": "the cache key (content hash + settings); empty for a file that could not be read",
+        "path": "the video file as the ChatML part names it",
+        "status": "ok or rejected",
+        "reason": "why it was rejected (missing_media, decode_failed, ...)",
+        "detail": "the decoder's message",
+        "cached": "true when an earlier run had sampled it with the same settings",
+        "transcoded": "true when ffmpeg had to transcode an unreadable file first",
+        "decoder": "which decoder produced the frames (ffmpeg select pipe or decord)",
+        "video_fps": "the file's frame rate",
+        "total_frames": "frames in the file",
+        "duration": "length of the video, seconds",
+        "n_frames": "frames sampled (rows of its shard)",
+        "grids": "video_grid_thw rows as JSON [[t, h, w], ...]",
+        "visual_tokens": "tokens the frames cost the model (sum of t x h x w / 4)",
+        "hybrid": "hybrid resolution (L, m, s) as JSON when applied, else empty",
+        "frames_file": "its shard: frames/<video_key>.parquet",
+    },
 )
-SAMPLE_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("video_no", pa.int32(), nullable=False),
-        pa.field("video_key", pa.string()),
-        pa.field("path", pa.string(), nullable=False),
-    ]
+SAMPLE_SCHEMA = described(
+    pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("video_no", pa.int32(), nullable=False),
+            pa.field("video_key", pa.string()),
+            pa.field("path", pa.string(), nullable=False),
+        ]
+    ),
+    {
+        "sample_id": "the ChatML sample",
+        "source": "its source",
+        "video_no": "which video part of the sample (0, 1, ...)",
+        "video_key": "the sampled video (videos.parquet); empty when it was rejected",
+        "path": "the video file",
+    },
 )
 
 
@@ -135,12 +182,12 @@ def sample_to_shard(
     cfg: VideoSamplingConfig,
     frames_dir: str,
     encoder: PngEncoder = PngEncoder(),
-    decode_workers: int = 1,
+    decode_workers: int | None = None,
     decoder: str = "auto",
 ) -> dict[str, Any]:
     """Worker: sample one video into ``frames/<key>.parquet`` (or reuse it). Returns the
-    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``
-    > 1 splits this one video across processes (used when it is the only video to sample)."""
+    ``videos.parquet`` row; never raises for a bad video (the row says why). ``decode_workers``:
+    the cores this video may use (``sample_video``'s ``workers``; None = the whole host)."""
     row: dict[str, Any] = {f.name: None for f in VIDEO_SCHEMA}
     row.update(path=path, cached=False, video_key="")
     try:
@@ -151,15 +198,16 @@ def sample_to_shard(
     row["video_key"] = key
     shard = Path(frames_dir) / f"{key}.parquet"
     failed = Path(frames_dir) / f"{key}.rejected.json"
-    if shard.is_file():
-        plan = json.loads(pq.read_schema(shard).metadata[b"giraffe_plan"])
+    plan = verified_shard_plan(shard)
+    if plan is not None:
         return {**row, **_plan_columns(plan), "status": "ok", "cached": True, "frames_file": str(shard)}
-    if failed.is_file():
-        return {**row, **json.loads(failed.read_text()), "status": "rejected", "cached": True}
+    verdict = verified_rejection(failed)
+    if verdict is not None:
+        return {**row, **verdict, "status": "rejected", "cached": True}
     try:
         got = sample_video(path, cfg, post=encoder, workers=decode_workers, decoder=decoder)
     except (DecodeError, PlanError) as exc:
-        failed.write_text(json.dumps({"reason": exc.reason, "detail": exc.detail}))
+        write_json(failed, {"reason": exc.reason, "detail": exc.detail})
         return {**row, "status": "rejected", "reason": exc.reason, "detail": exc.detail}
     plan = {**got.plan.to_json(), "transcoded": got.transcoded, "decoder": got.decoder, "decoder_fallback": got.fallback}
     n = len(got.frames)
@@ -176,10 +224,38 @@ def sample_to_shard(
         },
         schema=FRAME_SCHEMA.with_metadata({"giraffe_plan": json.dumps(plan)}),
     )
-    tmp = shard.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="none")  # PNG bytes do not compress further
-    tmp.replace(shard)
+    write_parquet(table, shard, compression="none")  # PNG bytes do not compress further
     return {**row, **_plan_columns(plan), "status": "ok", "frames_file": str(shard)}
+
+
+def verified_shard_plan(shard: Path) -> dict[str, Any] | None:
+    """The plan of a frames shard that verifies (footer readable, schema, one row per planned
+    frame), else None: a torn or empty shard is recomputed, never trusted for existing."""
+    if not shard.is_file():
+        return None
+    try:
+        meta = pq.read_metadata(shard)
+        schema = meta.schema.to_arrow_schema()
+        plan = json.loads(schema.metadata[b"giraffe_plan"])
+        if schema.remove_metadata() != FRAME_SCHEMA or meta.num_rows != int(plan["n_frames"]):
+            return None
+        _plan_columns(plan)
+    except Exception:  # any unreadable shard means "not done"
+        return None
+    return plan
+
+
+def verified_rejection(path: Path) -> dict[str, str] | None:
+    """A remembered decode failure that parses (``reason`` and ``detail`` strings), else None."""
+    if not path.is_file():
+        return None
+    try:
+        verdict = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(verdict, dict) or not all(isinstance(verdict.get(k), str) for k in ("reason", "detail")):
+        return None
+    return {"reason": verdict["reason"], "detail": verdict["detail"]}
 
 
 def _plan_columns(plan: dict[str, Any]) -> dict[str, Any]:
@@ -231,22 +307,41 @@ class VideoFramesResult:
         return dict(sorted(counts.items()))
 
 
-def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig()) -> VideoFramesResult:
-    """Sample every distinct (path, settings) once, in a process pool; write the tables.
-    With a single video to sample, ``cfg.workers`` processes split that video instead."""
+def run_video_frames(
+    refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig = VideoFramesConfig(), log: Sink | None = None
+) -> VideoFramesResult:
+    """Sample every distinct (path, settings) once, in a process pool of ``cfg.workers``
+    processes; write the tables. Each video decodes with its share of the host's cores
+    (``decode_threads(videos at once)``: ffmpeg threads and resize threads), so a single video
+    gets the whole host and many videos do not oversubscribe it. ``log`` gets the progress
+    lines (videos done, rate, ETA)."""
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[tuple[str, VideoSamplingConfig], None] = {}
     for r in refs:
         jobs.setdefault((r.path, cfg.sampling.with_part(r.fps, r.max_frames)), None)
     job_list = list(jobs)
-    if cfg.workers > 1 and len(job_list) > 1:
+    progress = Progress(STAGE, len(job_list), log, unit="videos", closing_line=False)  # the asset's summary has the time
+    at_once = max(1, min(cfg.workers, len(job_list)))
+    cores = decode_threads(at_once)
+    if at_once > 1:
         ctx = mp.get_context("spawn")  # no fork from inside a threaded Dagster process
-        with ProcessPoolExecutor(min(cfg.workers, len(job_list)), mp_context=ctx) as pool:
-            futures = [pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, 1, cfg.decoder) for p, c in job_list]
-            rows = [f.result() for f in futures]
-    else:  # one video (or one worker): the workers split that video instead
-        rows = [sample_to_shard(p, c, str(frames_dir), cfg.encoder, cfg.workers, cfg.decoder) for p, c in job_list]
+        with ProcessPoolExecutor(at_once, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+            futures = {
+                pool.submit(sample_to_shard, p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder): i
+                for i, (p, c) in enumerate(job_list)
+            }
+            done: dict[int, dict[str, Any]] = {}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                progress.update()
+            rows = [done[i] for i in range(len(job_list))]
+    else:  # one video (or one worker): that video gets every core
+        rows = []
+        for p, c in job_list:
+            rows.append(sample_to_shard(p, c, str(frames_dir), cfg.encoder, cores, cfg.decoder))
+            progress.update()
+    progress.close()
     by_job = dict(zip(job_list, rows))
     samples, rejected = [], []
     for r in refs:
@@ -264,9 +359,35 @@ def run_video_frames(refs: list[VideoRef], out_dir: Path, cfg: VideoFramesConfig
 
 
 def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    tmp.replace(path)
+    write_parquet(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Worker initializer: end this process when the step process that started it is gone
+    (killed with SIGKILL it cannot shut its pool down, and orphaned workers would go on
+    writing shards). Linux delivers SIGKILL at the parent's death (``PR_SET_PDEATHSIG``);
+    everywhere a daemon thread also watches for the parent's pid to change."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def read_frames(shard: str | Path):

@@ -4,24 +4,25 @@ Why this path exists: decord decodes inside our Python process, and the frames b
 samples still cost it nearly a full decode each (``get_batch``'s seeks, or ``skip_frames``).
 Here ffmpeg (the imageio-ffmpeg binary, in its own process) decodes the stream and a
 ``select`` filter drops the unplanned frames *before* the RGB conversion, so only sampled
-frames are converted and sent; Python only reads and resizes, on the other core. Measured on
-the 2-core benchmark machine: decoding the 600 s benchmark video's 768 samples costs ffmpeg
-5.6 CPU s against about 11-12 for decord, and the whole sampling runs about 2x faster than the
-decord ``get_batch`` baseline (``benchmarks/video_sampling.md``).
+frames are converted and sent; Python only reads them and hands them to the resize threads.
+ffmpeg decodes with the video's share of the host's cores (``decode_threads``): with one
+thread it left half of a 2-core machine idle (``benchmarks/video_sampling.md``).
 
 The RGB frames are the ones decord returns (same libswscale conversion, yuv -> rgb24 at the
-source size, rotation metadata applied as decord applies it), and the resize is the same PIL
-bicubic, so the output equals the baseline's. Checked on H.264 (with and without B-frames),
-yuv444, HEVC, VP9, MPEG-4 part 2, MJPEG, variable frame rate and a rotated file; 10-bit
-H.264 differs (decord converts it another way) and is caught by the check below. The
-equality also rests on both readers numbering frames alike, which holds for ordinary files
-but is not something ffmpeg promises for every container (edit lists, broken timestamps). ``video_decode`` therefore checks the frame count
-and compares the first and last sampled frames against decord, and falls back to the decord
-path on any difference, failure or older ffmpeg; ``PipeMismatch`` carries the reason.
+source size, rotation metadata applied as decord applies it), and ffmpeg's frame threading
+does not change decoded pixels, so after the same resize the output equals the decord path's.
+Checked on H.264 (with and without B-frames), yuv444, HEVC, VP9, MPEG-4 part 2, MJPEG,
+variable frame rate and a rotated file; 10-bit H.264 differs (decord converts it another way)
+and is caught by the check below. The equality also rests on both readers numbering frames
+alike, which holds for ordinary files but is not something ffmpeg promises for every container
+(edit lists, broken timestamps). ``assets.video.decode`` therefore checks the frame count and
+compares the first and last sampled frames against decord, and falls back to the decord path on
+any difference, failure or older ffmpeg; ``PipeMismatch`` carries the reason.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -31,7 +32,21 @@ from typing import Any
 
 import numpy as np
 
-FFMPEG_THREADS = 1  # decode threads: one keeps the second core for the resize (measured best on 2 cores)
+
+def host_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity API on this platform
+        return os.cpu_count() or 1
+
+
+def decode_threads(concurrent: int = 1) -> int:
+    """ffmpeg decode threads for one of ``concurrent`` videos decoding at once on this host:
+    its share of the cores (ffmpeg's own automatic count is the whole host, which oversubscribes
+    it when several videos decode in parallel)."""
+    return max(1, host_cores() // max(1, concurrent))
+
 
 
 class PipeMismatch(Exception):
@@ -93,13 +108,15 @@ def read_frames_pipe(
     sizes: Sequence[tuple[int, int]],
     source_size: tuple[int, int],
     finish: Callable[[np.ndarray, tuple[int, int]], Any],
-    threads: int = FFMPEG_THREADS,
+    threads: int | None = None,
 ) -> PipeFrames:
     """Frames ``indices`` (ascending, repeats allowed) of ``path``, each passed through
     ``finish(frame, sizes[i])`` (resize and encode) as it arrives from the pipe.
 
     ``source_size`` is decord's (height, width); a stream whose frames have another size,
-    fewer frames than planned, more, or a failing ffmpeg raises ``PipeMismatch``."""
+    fewer frames than planned, more, or a failing ffmpeg raises ``PipeMismatch``. ``threads``:
+    ffmpeg's decode threads, ``decode_threads()`` (all cores of the host) when None."""
+    threads = decode_threads() if threads is None else threads
     order = [int(i) for i in indices]
     if order != sorted(order):
         raise ValueError("indices must be ascending")

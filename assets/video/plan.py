@@ -5,24 +5,33 @@ be tested on a one-hour video without decoding a byte, and the CLI can print a p
 decoding happens. Decoding lives in ``assets.video.decode``, hybrid resolution in
 ``assets.video.hybrid``.
 
-Conventions (DESIGN.md section 5, qwen-vl-utils):
+Conventions (DESIGN.md section 5, qwen-vl-utils 0.0.14, matched exactly):
 
-* frame count: n = round(total / video_fps * fps), clamped to [min_frames, min(max_frames,
-  total)], floored to a multiple of 2 (Qwen2-VL's temporal patch) and at least 2; indices =
-  linspace(0, total - 1, n).round(). qwen-vl-utils skips the ``round`` and floors directly;
-  the design fixes the rounding, so we follow the design.
+* frame count (``smart_nframes``): n = total / video_fps * fps, not rounded, clamped to
+  [ceil2(min_frames), floor2(min(max_frames, total))] and to total, then floored to a multiple
+  of 2 (Qwen2-VL's temporal patch); indices = float32 ``torch.linspace(0, total - 1, n)``
+  rounded half to even. The float32 grid matters: rounding a float64 linspace moves 1-6 of
+  768 indices of a long video by one frame. ``linspace_f32`` computes that grid without torch
+  (see there for the one way torch's own result depends on the CPU).
 * a source below the target fps yields every frame it has (fewer than fps per second); a clip
   of exactly one frame is sampled as that frame twice (one temporal pair, the same thing the
-  image processor does with a still image); zero frames or unknown fps is a ``PlanError``.
+  image processor does with a still image), where qwen-vl-utils raises; zero frames or unknown
+  fps is a ``PlanError``.
 * per-frame pixel budget: max_pixels = max(min(VIDEO_MAX_PIXELS, total_pixels / n * 2),
   min_pixels * 1.05), then smart_resize under [min_pixels, max_pixels], so a long video is
   shrunk to stay within the per-video budget.
+* ``resize`` names how decoded frames reach the planned size (``assets.video.resize``):
+  ``torch`` (default) is torchvision's bicubic antialias on tensors, the pixels qwen-vl-utils
+  and transformers' video processors give; ``pil`` is PIL bicubic. It changes the pixels, so it
+  is part of the cache key.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from assets.video.grid import (
     FPS_MAX_FRAMES,
@@ -36,12 +45,14 @@ from assets.video.grid import (
     VIDEO_TOTAL_PIXELS,
     HybridConfig,
     PlanError,
+    ceil_by,
     floor_by,
     smart_resize,
 )
 from assets.video.hybrid import hybrid_layout
 
 FIXED_COUNT_FPS = 1e9  # with min_frames = max_frames = N, every video yields min(N, its frames)
+RESIZE_METHODS = ("torch", "pil")
 
 
 @dataclass(frozen=True)
@@ -55,13 +66,20 @@ class VideoSamplingConfig:
     max_pixels: int = VIDEO_MAX_PIXELS
     total_pixels: int = VIDEO_TOTAL_PIXELS
     hybrid: HybridConfig | None = field(default_factory=HybridConfig)
+    resize: str = "torch"
+    """``torch``: torchvision's bicubic antialias (qwen-vl-utils' pixels); ``pil``: PIL bicubic."""
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"resize must be one of {RESIZE_METHODS}, got {self.resize!r}")
 
     def key(self) -> str:
+        """Everything that changes the sampled frames; ``v3``: the qwen-vl-utils frame rule."""
         h = self.hybrid
         hybrid = f"{h.L},{h.m},{h.s:g},{h.min_frames}" if h else "off"
         return (
             f"fps={self.fps:g};min={self.min_frames};max={self.max_frames};px={self.min_pixels},"
-            f"{self.max_pixels},{self.total_pixels};hybrid={hybrid};v2"
+            f"{self.max_pixels},{self.total_pixels};hybrid={hybrid};resize={self.resize};v3"
         )
 
     @classmethod
@@ -81,26 +99,44 @@ class VideoSamplingConfig:
 
 
 def sample_count(total_frames: int, video_fps: float, cfg: VideoSamplingConfig = VideoSamplingConfig()) -> int:
-    """How many frames to sample (before the single-frame rule); see the module docstring."""
+    """How many frames to sample: qwen-vl-utils' ``smart_nframes``, except that a clip too short
+    for one temporal pair (1 frame) gets 2 (its frame twice) instead of an error."""
     if total_frames <= 0:
         raise PlanError("no_frames", f"video has {total_frames} frames")
     if not video_fps or not math.isfinite(video_fps) or video_fps <= 0:
         raise PlanError("bad_metadata", f"video fps is {video_fps!r}")
-    n = round(total_frames / video_fps * cfg.fps)
-    upper = min(cfg.max_frames, total_frames)
-    n = min(max(n, cfg.min_frames), upper)
-    n = floor_by(n, FRAME_FACTOR)
-    return max(n, FRAME_FACTOR)
+    lower = ceil_by(cfg.min_frames, FRAME_FACTOR)
+    upper = floor_by(min(cfg.max_frames, total_frames), FRAME_FACTOR)
+    n = total_frames / video_fps * cfg.fps
+    n = min(min(max(n, lower), upper), total_frames)
+    return max(floor_by(n, FRAME_FACTOR), FRAME_FACTOR)
+
+
+def linspace_f32(end: int, n: int) -> np.ndarray:
+    """``torch.linspace(0, end, n)`` in float32, bit for bit, without torch.
+
+    torch's CPU kernel computes ``step = end / (n - 1)`` in float32, then ``step * i`` for the
+    first half and ``end - step * (n - 1 - i)`` for the second. Its AVX2 and AVX512 builds (the
+    ones torch runs on any x86-64 CPU since 2013) contract that to a fused multiply-add: one
+    rounding of the exact value. Here the product and difference are exact in float64 (24-bit
+    operands, n < 2^27) and rounded to float32 once, which is that fused result. (A torch run
+    with ``ATEN_CPU_CAPABILITY=default`` rounds twice and differs at a few positions; a plan
+    must not depend on the host, so this one is fixed.)"""
+    e = np.float32(end)
+    step = np.float32(e / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    half = n // 2
+    out = np.where(i < half, np.float64(step) * i, np.float64(e) - np.float64(step) * (n - 1 - i))
+    return out.astype(np.float32)
 
 
 def frame_indices(total_frames: int, video_fps: float, cfg: VideoSamplingConfig = VideoSamplingConfig()) -> list[int]:
-    """Frame indices to decode: linspace(0, total-1, n).round(); [0, 0] for a one-frame clip."""
+    """Frame indices to decode: float32 linspace(0, total-1, n) rounded half to even (as
+    ``torch.round``); [0, 0] for a one-frame clip."""
     n = sample_count(total_frames, video_fps, cfg)
     if total_frames == 1:
         return [0] * n
-    # numpy-free linspace with numpy's rounding (half to even) so the CLI needs no numpy.
-    step = (total_frames - 1) / (n - 1)
-    return [int(round(i * step)) if i < n - 1 else total_frames - 1 for i in range(n)]
+    return np.rint(linspace_f32(total_frames - 1, n)).astype(np.int64).tolist()
 
 
 def frame_max_pixels(n_frames: int, cfg: VideoSamplingConfig) -> int:

@@ -1,4 +1,10 @@
 """LongVideoBench (longvideobench/LongVideoBench, val): loader, embedded sample, cells.
+
+Checked against (dataset card / task code): LongVideoBench ``longvideobench/LongVideoBench``: ``lvb_val.json`` rows with video_id, id,
+video_path, subtitle_path, question, candidates, correct_choice (int), duration,
+duration_group (15/60/600/3600), question_category, topic_category,
+starting_timestamp_for_subtitles; videos in ``videos.tar.part.*`` -> ``videos/<video_path>``
+(the official ``LongVideoBenchDataset`` and lmms-eval ``longvideobench_val_v``).
 """
 
 from __future__ import annotations
@@ -74,26 +80,34 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
     videos, subs, rows = [], [], []
     for group, seconds in ((15, 8), (60, 12), (600, 16), (3600, 20)):
         vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
-        videos.append(encode_video(root / "videos" / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)))
+        videos.append(
+            encode_video(
+                root / "videos" / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)
+            )
+        )
         sub = root / "subtitles" / f"{vid}_en.json"
         sub.parent.mkdir(parents=True, exist_ok=True)
-        sub.write_text(json.dumps([{"start": "00:00:00.000", "end": f"00:00:{seconds:02d}.000", "line": "A test pattern is shown."}]))
+        sub.write_text(
+            json.dumps([{"start": "00:00:00.000", "end": f"00:00:{seconds:02d}.000", "line": "A test pattern is shown."}])
+        )
         subs.append(sub)
         for j, (q, opts, right) in enumerate((pattern_question(rng, pattern, 5), duration_question(rng, seconds, 5))):
-            rows.append({
-                "video_id": vid,
-                "id": f"{vid}_{j}",
-                "video_path": f"{vid}.mp4",
-                "subtitle_path": f"{vid}_en.json",
-                "question": q,
-                "candidates": opts,
-                "correct_choice": right,
-                "duration": float(seconds),
-                "duration_group": group,
-                "question_category": "S2E" if j == 0 else "TOS",
-                "topic_category": "KS-Knowledge",
-                "starting_timestamp_for_subtitles": 0.0,
-            })
+            rows.append(
+                {
+                    "video_id": vid,
+                    "id": f"{vid}_{j}",
+                    "video_path": f"{vid}.mp4",
+                    "subtitle_path": f"{vid}_en.json",
+                    "question": q,
+                    "candidates": opts,
+                    "correct_choice": right,
+                    "duration": float(seconds),
+                    "duration_group": group,
+                    "question_category": "S2E" if j == 0 else "TOS",
+                    "topic_category": "KS-Knowledge",
+                    "starting_timestamp_for_subtitles": 0.0,
+                }
+            )
     rows.append({**rows[0], "id": "bad_choice", "correct_choice": 7})  # answer index outside the candidates
     (root / "lvb_val.json").write_text(json.dumps(rows, indent=1))
     with tarfile.open(root / "videos.tar.part.aa", "w") as tf:  # one part of the hub's split tar
@@ -135,7 +149,7 @@ class LongVideoBench(Benchmark):
 BENCHMARK = LongVideoBench(
     name="longvideobench",
     title="LongVideoBench (val)",
-    hub_id="longvideobench/LongVideoBench",
+    hub_id="longvideobench/LongVideoBench",  # gated: accept the terms on the hub and set HF_TOKEN
     kind="video",
     order=30,
     media_patterns=("videos.tar.part.*",),

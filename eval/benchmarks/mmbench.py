@@ -1,4 +1,8 @@
-"""MMBench (lmms-lab/MMBench, en dev): loader, embedded sample, cells.
+"""MMBench (lmms-lab-encoder/MMBench, en dev): loader, embedded sample, cells.
+
+Checked against (dataset card / task code): MMBench ``lmms-lab-encoder/MMBench`` config ``en``: ``en/dev-*.parquet`` with index, question, hint,
+answer, A, B, C, D (absent options empty), category, image, source, L2-category, comment,
+split (lmms-eval ``mmbench_en_dev``; prompt from ``mmbench_doc_to_text``).
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def _mmbench_item(rng: random.Random, category: str) -> tuple[Image.Image, str, 
 
 
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/MMBench config ``en``: ``en/dev-00000-of-00001.parquet`` (index (int64), question,
+    """lmms-lab-encoder/MMBench config ``en``: ``en/dev-00000-of-00001.parquet`` (index (int64), question,
     hint, answer, A-D with absent options empty, category, image, source, L2-category, comment,
     split)."""
     import datasets
@@ -160,7 +164,7 @@ class MMBench(Benchmark):
 BENCHMARK = MMBench(
     name="mmbench",
     title="MMBench (en, dev)",
-    hub_id="lmms-lab/MMBench",
+    hub_id="lmms-lab-encoder/MMBench",  # lmms-eval tasks/mmbench/_default_template_mmbench_en_yaml
     kind="image",
     order=50,
     split_label="category",

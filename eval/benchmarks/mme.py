@@ -1,4 +1,13 @@
-"""MME (lmms-lab/MME): loader, embedded sample, perception/cognition scores.
+"""MME (lmms-lab-encoder/MME): loader, embedded sample, perception/cognition scores.
+
+MME (Fu et al., 2023; lmms-eval ``mme_aggregate_results``): per category, ``acc`` is the
+share of questions answered right and ``acc+`` the share of images whose two questions are
+both right; the category score is ``(acc + acc+) * 100`` (at most 200); perception is the sum
+over the 10 perception categories (max 2000), cognition over the 4 cognition ones (max 800).
+
+Checked against (dataset card / task code): MME ``lmms-lab-encoder/MME``: ``data/test-*.parquet`` with question_id (the image, e.g.
+``code_reasoning/0020.png``), image, question, answer (Yes/No), category; two questions per
+image (lmms-eval ``mme`` task: ``mme_aggregate_results`` asserts the pairs).
 """
 
 from __future__ import annotations
@@ -173,7 +182,7 @@ def _mme_pairs(rng: random.Random, category: str) -> tuple[Image.Image, list[tup
 
 
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/MME: ``data/test-00000-of-00001.parquet`` (question_id, image, question, answer,
+    """lmms-lab-encoder/MME: ``data/test-00000-of-00001.parquet`` (question_id, image, question, answer,
     category); two questions per image, one Yes and one No, as MME pairs them; four
     perception and two cognition categories."""
     import datasets
@@ -211,7 +220,13 @@ class MME(Benchmark):
     def metadata(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         scores = summary["mme"]
         categories = [
-            {"category": c, "kind": v["kind"], "acc": round(100 * v["acc"], 1), "acc+": round(100 * v["acc_plus"], 1), "score": round(v["score"], 1)}
+            {
+                "category": c,
+                "kind": v["kind"],
+                "acc": round(100 * v["acc"], 1),
+                "acc+": round(100 * v["acc_plus"], 1),
+                "score": round(v["score"], 1),
+            }
             for c, v in scores["categories"].items()
         ]
         return {
@@ -263,7 +278,7 @@ class MME(Benchmark):
 BENCHMARK = MME(
     name="mme",
     title="MME",
-    hub_id="lmms-lab/MME",
+    hub_id="lmms-lab-encoder/MME",  # lmms-eval tasks/mme/mme.yaml
     kind="image",
     order=40,
     split_label="category",

@@ -1,4 +1,9 @@
-"""Video-MME (lmms-lab/Video-MME): loader, embedded sample, leaderboard cells by duration.
+"""Video-MME (lmms-eval/Video-MME): loader, embedded sample, leaderboard cells by duration.
+
+Checked against (dataset card / task code): VideoMME ``lmms-eval/Video-MME``: card features video_id, duration (short/medium/long),
+domain, sub_category, url, videoID, question_id, task_type, question, options (list of
+"A. ..."), answer (letter); ``videomme/test-*.parquet``; videos in ``videos_chunked_*.zip``
+unpacked to ``data/<videoID>.mp4`` (lmms-eval ``videomme_doc_to_visual``).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from assets.contract.markdown import figure_png, pyplot
+from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
 from assets.sources.embedded.media import encode_video
 from eval.benchmarks.base import PCT, Benchmark, Column, Plot
 from eval.embedded import (
@@ -74,7 +79,7 @@ def load_videomme(ctx: LoadContext) -> list[EvalItem]:
 
 
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
+    """lmms-eval/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
     holding ``data/<videoID>.mp4``. Real durations are short < 2 min, medium 4-15 min, long
     30-60 min; the sample keeps the labels with clips of a few seconds (6/12/20 s) so the
     embedded evaluation stays cheap."""
@@ -86,27 +91,34 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
         for _ in range(2):
             n += 1
             vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
-            files.append(encode_video(staging / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)))
+            files.append(
+                encode_video(
+                    staging / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)
+                )
+            )
             for j, (q, opts, right) in enumerate((pattern_question(rng, pattern), duration_question(rng, seconds))):
-                rows.append({
-                    "video_id": f"{n:03d}",
-                    "duration": duration,
-                    "domain": "Knowledge",
-                    "sub_category": "Technology",
-                    "url": f"https://www.youtube.com/watch?v={vid}",
-                    "videoID": vid,
-                    "question_id": f"{n:03d}-{j + 1}",
-                    "task_type": "Object Recognition" if j == 0 else "Temporal Perception",
-                    "question": q,
-                    "options": [f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts)],
-                    "answer": "ABCD"[right],
-                })
+                rows.append(
+                    {
+                        "video_id": f"{n:03d}",
+                        "duration": duration,
+                        "domain": "Knowledge",
+                        "sub_category": "Technology",
+                        "url": f"https://www.youtube.com/watch?v={vid}",
+                        "videoID": vid,
+                        "question_id": f"{n:03d}-{j + 1}",
+                        "task_type": "Object Recognition" if j == 0 else "Temporal Perception",
+                        "question": q,
+                        "options": [f"{'ABCD'[i]}. {o}" for i, o in enumerate(opts)],
+                        "answer": "ABCD"[right],
+                    }
+                )
     rows.append({**rows[0], "video_id": "999", "videoID": "MISSINGVID1", "question_id": "999-1"})  # video never shipped
     import datasets
 
     write_parquet(
         rows,
-        {k: datasets.Value("string") for k in rows[0] if k != "options"} | {"options": datasets.Sequence(datasets.Value("string"))},
+        {k: datasets.Value("string") for k in rows[0] if k != "options"}
+        | {"options": datasets.Sequence(datasets.Value("string"))},
         root / "videomme" / "test-00000-of-00001.parquet",
     )
     with zipfile.ZipFile(root / "videos_chunked_01.zip", "w", compression=zipfile.ZIP_STORED) as zf:
@@ -126,11 +138,9 @@ CHANCE_PCT = 25.0  # four options
 def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Grouped bars: VideoMME accuracy by duration (and overall), one bar per model with its own
     hatch and its 95% Wilson interval; chance (25%) dotted."""
-    from eval.scoring import wilson_interval
-
     groups = (*VIDEOMME_DURATIONS, "overall")
     models = [r for r in rows if r.get("videomme_overall") is not None]
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     width = 0.8 / max(1, len(models))
     for i, r in enumerate(models):
         ys = [r.get(f"videomme_{g}") or 0.0 for g in groups]
@@ -149,7 +159,8 @@ def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     ax.set_ylabel("accuracy (%, 95% interval)")
     ax.set_ylim(0, 100)
     ax.set_title("Video-MME by duration")
-    ax.legend(fontsize=6)
+    if models:
+        ax.legend(fontsize=9)
     return figure_png(fig)
 
 
@@ -180,7 +191,7 @@ class VideoMME(Benchmark):
 BENCHMARK = VideoMME(
     name="videomme",
     title="Video-MME",
-    hub_id="lmms-lab/Video-MME",
+    hub_id="lmms-eval/Video-MME",  # lmms-eval tasks/videomme/videomme.yaml (repo moved from lmms-lab)
     kind="video",
     order=20,
     media_patterns=("videos_chunked_*.zip",),

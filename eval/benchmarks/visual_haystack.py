@@ -36,7 +36,7 @@ from typing import Any, Optional
 import pydantic
 from PIL import Image
 
-from assets.contract.markdown import Markdown, figure_png, markdown_table, png_markdown, pyplot
+from assets.contract.markdown import PLOT_WIDE, Markdown, figure_png, markdown_table, png_markdown, pyplot
 from eval.benchmarks.base import EFFECTIVE, PCT, Benchmark, Column, Plot
 from eval.embedded import (
     SHAPES,
@@ -258,7 +258,7 @@ def haystack_plot(
     the threshold dashed, chance dotted (Figure 4). Models are drawn with their own marker and
     line style and dodged a little along x, so identical curves do not hide each other; the
     number of images whose prompts first exceed the base model's original context is marked."""
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8), dpi=90)
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     k = len(curves)
     beyond: int | None = None
     for i, (model, points) in enumerate(curves.items()):
@@ -287,7 +287,7 @@ def haystack_plot(
     ax.set_ylabel("accuracy (%, 95% interval)")
     ax.set_ylim(-2, 102)
     ax.set_title("Visual Haystack single needle")
-    ax.legend(fontsize=6, loc="lower left")
+    ax.legend(fontsize=9, loc="lower left")
     return figure_png(fig)
 
 
@@ -322,7 +322,9 @@ class HaystackOptions(pydantic.BaseModel):
         description="Items per count, balanced yes/no; None: every entry of the file on the hub (100 per count), "
         "8 on the embedded sample (four yes, four no: a 95% interval of about +-30 points per N, kept cheap).",
     )
-    image_size: int = pydantic.Field(default=56, description="Embedded sample only: side of the drawn images (56 px = 4 visual tokens).")
+    image_size: int = pydantic.Field(
+        default=56, description="Embedded sample only: side of the drawn images (56 px = 4 visual tokens)."
+    )
     image_root: Optional[str] = pydantic.Field(
         default=None, description="Hub mode: the folder the files' image paths are relative to (COCO 2017, see the dataset card)."
     )
@@ -354,7 +356,12 @@ class VisualHaystack(Benchmark):
         eff = summary["effective_length"]
         curve_table = markdown_table(
             [
-                {"images": p["n_images"], "accuracy (%)": round(100 * p["accuracy"], 1), "items": p["n"], "mean prompt tokens": p["mean_tokens"]}
+                {
+                    "images": p["n_images"],
+                    "accuracy (%)": round(100 * p["accuracy"], 1),
+                    "items": p["n"],
+                    "mean prompt tokens": p["mean_tokens"],
+                }
                 for p in summary["curve"]
             ]
         )

@@ -39,18 +39,47 @@ def _section(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--mrope-section wants comma-separated integers, got {text!r}") from None
 
 
+def _plot_path(text: str) -> str:
+    """``--plot``: a ``.png`` path in a folder that exists and is writable, checked before any work."""
+    import os
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"wants a .png file, got {text}")
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder")
+    return text
+
+
 def add_rope_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``rope`` sub-command on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser("rope", help="per-pair inverse frequencies of a position-extension method (JSON)")
+    p = subparsers.add_parser(
+        "rope",
+        help="per-pair inverse frequencies of a position-extension method (JSON)",
+        description="Per rotary pair: its M-RoPE axis, the stock inverse frequency, the method's and their "
+        "ratio, so a method can be checked by eye before any training (PI is 1/s everywhere; M-RoPE++ is 1 on "
+        "temporal pairs, a ramp on height pairs and 1/s on width pairs).",
+        epilog="examples:\n"
+        "  giraffe rope --method mrope++\n"
+        "  giraffe rope --method all --new-base 5e6 --plot scales.png\n"
+        "  giraffe rope --method yarn --head-dim 64 --mrope-section 8,12,12 --compact",
+    )
     p.add_argument("--method", default="mrope++", choices=METHOD_CHOICES, metavar="METHOD",
-                   help="one of %(choices)s (default %(default)s)")
-    p.add_argument("--head-dim", type=int, default=128)
+                   help="one of %(choices)s ('all': every one)")
+    p.add_argument("--head-dim", type=int, default=128, help="attention head dimension (2 x rotary pairs)")
     p.add_argument("--base", type=float, default=1_000_000.0, help="the model's rope base (rope_theta)")
-    p.add_argument("--mrope-section", type=_section, default=(16, 24, 24), help="e.g. 16,24,24")
+    p.add_argument("--mrope-section", type=_section, default=(16, 24, 24), help="pairs per axis t,h,w")
     p.add_argument("--original-length", type=int, default=8192, help="L_V, the original visual context length")
     p.add_argument("--target-length", type=int, default=32768, help="L', the extended length")
     p.add_argument("--new-base", type=float, help="rope base for method 'base'")
-    p.add_argument("--plot", help="write a PNG of scale vs pair index here")
+    p.add_argument("--plot", type=_plot_path, help="write a PNG of scale vs pair index here")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=cmd_rope)
     return p
 
@@ -86,13 +115,13 @@ def describe(cfg, shape) -> dict[str, Any]:
 
 
 def plot_scales(results: list[dict[str, Any]], out_path: str) -> None:
-    """Scale (new / stock frequency, log axis) against pair index, sections shaded."""
-    import matplotlib
+    """Scale (new / stock frequency, log axis) against pair index, sections shaded; written
+    atomically (a temporary file renamed), through the project's one PNG writer."""
+    from pathlib import Path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
     section = results[0]["mrope_section"]
     start = 0
     for i, n in enumerate(section):
@@ -108,13 +137,14 @@ def plot_scales(results: list[dict[str, Any]], out_path: str) -> None:
     ax.set_title(
         f"head_dim {first['head_dim']}, base {first['base']:g}, "
         f"L_V {first['original_length']} -> L' {first['target_length']}",
-        fontsize=10,
         pad=18,
     )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
+    ax.legend()
+    png = figure_png(fig)
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(png)
+    tmp.replace(out)
 
 
 def cmd_rope(args: argparse.Namespace) -> int:
@@ -143,7 +173,11 @@ def cmd_rope(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"giraffe rope: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(results[0] if len(results) == 1 else {"methods": results}, indent=2))
     if args.plot:
-        plot_scales(results, args.plot)
+        try:
+            plot_scales(results, args.plot)
+        except OSError as exc:
+            print(f"giraffe rope: cannot write {args.plot}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(results[0] if len(results) == 1 else {"methods": results}, indent=None if args.compact else 2))
     return 0

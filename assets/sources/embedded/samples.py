@@ -31,7 +31,7 @@ from assets.sources.embedded.media import (
     where,
 )
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2  # 2: MMDU image paths with the published leading '/'
 
 
 def _rng(name: str, seed: int) -> random.Random:
@@ -195,7 +195,7 @@ def mmdu(root: Path, seed: int) -> None:
             img, objects = draw_scene(rng, size, rng.randint(1, 4))
             name = f"mmdu45k_{i:04d}_{k}.jpg"
             files.append(save_image(img, pics / name))
-            names.append(f"mmdu-45k_pics/{name}")
+            names.append(f"/mmdu-45k_pics/{name}")  # the published json writes a leading "/"
             scenes.append((objects, size))
         placeholder = "<ImageHere>" if i == 4 else "<image>"
         header = "\n".join(f"Image{k + 1}: {placeholder}" for k in range(n_images))
