@@ -63,16 +63,23 @@ def extension_items(root: Path, seed: int, haystack_items: int, retrieval_items:
     return items + make_retrieval(cfg)
 
 
-def eval_items(root: Path, items_per_size: int):
+def eval_items(root: Path, items_per_size: int, sizes: tuple[int, ...] | None = None, short_per_split: int | None = None):
+    """The embedded evaluation items (seed 0, as the demo's): Visual Haystack with
+    ``items_per_size`` per N (``sizes``: default all of the benchmark's), MME and MMBench with at
+    most ``short_per_split`` items per split (None: all)."""
     from assets.sources.hub import HubSettings
     from eval.benchmarks import get_benchmark
     from eval.fetch import fetch_benchmark
-    from eval.formats import FetchOptions
+    from eval.formats import FetchOptions, limit_per_split
 
     out = {}
     for name in ("visual_haystack", "mme", "mmbench"):
-        options = FetchOptions(items_per_size=items_per_size) if name == "visual_haystack" else FetchOptions()
-        out[name] = fetch_benchmark(get_benchmark(name), HubSettings(), root / "bench" / name, root / "embedded", options).items
+        if name == "visual_haystack":
+            options = FetchOptions(items_per_size=items_per_size, **({"haystack_sizes": sizes} if sizes else {}))
+        else:
+            options = FetchOptions()
+        items = fetch_benchmark(get_benchmark(name), HubSettings(), root / "bench" / name, root / "embedded", options).items
+        out[name] = items if name == "visual_haystack" else limit_per_split(items, short_per_split, 0)
     return out
 
 
@@ -116,7 +123,9 @@ def render(results: dict[str, list[dict]], args, minutes: float, base_record: di
         "# Position-method ablation (tiny scale, embedded data)",
         "",
         f"Command: `python -m benchmarks.method_ablation --seeds {args.seeds} --steps {args.steps} --batch-size {args.batch_size} "
-        f"--lr {args.lr:g} --vh-items {args.vh_items}` ({minutes:.0f} min). Machine: {platform.machine()}, "
+        f"--lr {args.lr:g} --vh-items {args.vh_items}" + (f" --vh-sizes {args.vh_sizes}" if args.vh_sizes else "")
+        + (f" --short-items {args.short_items}" if args.short_items else "") + (f" --base {args.base}" if args.base else "")
+        + f"` ({minutes:.0f} min). Machine: {platform.machine()}, "
         f"{os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, torch {torch.__version__}, no GPU; "
         f"load average at the end {os.getloadavg()[0]:.1f} (the cores were shared with other jobs).",
         "",
@@ -124,8 +133,9 @@ def render(results: dict[str, list[dict]], args, minutes: float, base_record: di
         f"task types at L_V = {base_record.get('original_length')} tokens ({base_record.get('steps')} steps). Each method: "
         f"the same {args.steps} steps x {args.batch_size} items of extension data (Visual Haystack with 10-50 images, "
         "retrieval over longer documents), vision frozen, from the same base; seeds vary the sampling order. "
-        f"Evaluation: embedded Visual Haystack, {args.vh_items} items per N (yes/no, chance 50%), MME and MMBench "
-        "(likelihood answer mode). Mean over seeds with the 95% t-interval (+-).",
+        f"Evaluation: embedded Visual Haystack, {args.vh_items} items per N (yes/no, chance 50%), MME "
+        f"({args.n_items.get('mme')} items) and MMBench ({args.n_items.get('mmbench')} items), likelihood answer mode. "
+        "Mean over seeds with the 95% t-interval (+-).",
         "",
         "## Visual Haystack accuracy (%) by number of images N",
         "",
@@ -176,15 +186,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--vh-items", type=int, default=8)
+    p.add_argument("--vh-sizes", default=None, help="comma-separated numbers of images (default: the benchmark's 1-150)")
+    p.add_argument("--short-items", type=int, default=None, help="at most this many MME / MMBench items per split (default all)")
     p.add_argument("--threshold", type=float, default=EFFECTIVE_THRESHOLD)
+    p.add_argument("--base", type=Path, default=None,
+                   help="an embedded base model folder already taught (e.g. a demo's <data root>/model/base); "
+                   "default: build it under --work (cached by content hash)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     started = time.perf_counter()
-    base = build_base_model(args.work / "base", args.work / "base_training", lambda: corpus(n_documents=400), BaseModelSpec(),
-                            EvalConfig().run_config("embedded"), log=print)
+    if args.base:
+        from eval.base_model import BaseModelResult
+        from training.tiny_model import base_record
+
+        base = BaseModelResult(args.base, True, base_record(json.loads((args.base / "config.json").read_text())) or {})
+    else:
+        base = build_base_model(args.work / "base", args.work / "base_training", lambda: corpus(n_documents=400),
+                                BaseModelSpec(), EvalConfig().run_config("embedded"), log=print)
     run_config = EvalConfig().run_config("embedded")
     train_items = extension_items(args.work / "extension", 3000, haystack_items=60, retrieval_items=120)
-    evals = eval_items(args.work, args.vh_items)
+    sizes = tuple(int(n) for n in args.vh_sizes.split(",")) if args.vh_sizes else None
+    evals = eval_items(args.work, args.vh_items, sizes, args.short_items)
+    args.n_items = {name: len(items) for name, items in evals.items()}
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, list[dict]] = {"base (no extension)": [run_method(base.path, None, 0, [], evals, args, run_config)]}
     for name in args.methods.split(","):
