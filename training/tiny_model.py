@@ -49,7 +49,7 @@ class TinyModelConfig:
     vision_depth: int = 2
     vision_embed_dim: int = 32
     vision_heads: int = 2
-    max_position_embeddings: int = 32768
+    max_position_embeddings: int = 256  # L_V: the embedded base's original context (eval.base_model), the stages lie beyond it
     rope_theta: float = 1_000_000.0
     seed: int = 0
 
