@@ -107,6 +107,7 @@ def _train(model, batch, cfg: BaseTrainingConfig, log) -> BaseTrainingResult:
     result = BaseTrainingResult(steps=cfg.steps, seconds=0.0)
     started = time.perf_counter()
     window: list[float] = []
+    marks = {math.ceil(cfg.steps * k / 10) for k in range(1, 10)} - {cfg.steps}
     for step in range(cfg.steps):
         inputs = batch(step)
         loss = answer_loss(model, inputs)
@@ -120,12 +121,16 @@ def _train(model, batch, cfg: BaseTrainingConfig, log) -> BaseTrainingResult:
         window.append(value)
         result.tokens += int(inputs["attention_mask"].sum())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            mean = sum(window) / len(window)
-            result.losses.append((step + 1, mean))
+            result.losses.append((step + 1, sum(window) / len(window)))  # the curve: every log_every steps
             window.clear()
+        if step + 1 in marks:  # the console: the project's progress form, at 10%, ..., 90%
             elapsed = time.perf_counter() - started
             eta = elapsed / (step + 1) * (cfg.steps - step - 1)
-            log(f"base training: step {step + 1}/{cfg.steps} loss {mean:.3f} ({result.tokens / elapsed:.0f} tokens/s, ETA {eta:.0f} s)")
+            loss = result.losses[-1][1] if result.losses else value
+            log(f"base training: {step + 1}/{cfg.steps} steps ({100 * (step + 1) // cfg.steps}%), "
+                f"{result.tokens / elapsed:.0f} tokens/s, ETA {eta:.0f} s, loss {loss:.3f}")
     result.seconds = time.perf_counter() - started
+    if result.losses:
+        log(f"base training: {cfg.steps} steps in {result.seconds:.0f} s, loss {result.losses[0][1]:.3f} -> {result.losses[-1][1]:.3f}")
     model.eval()
     return result
