@@ -2,7 +2,7 @@
 
 A Dagster job cannot mix partitions definitions, so the graph runs as four jobs: the
 unpartitioned data (raw sources to token counts, benchmark data, the base model's scores),
-the stage-partitioned shards and mixture, the recipe x stage checkpoints with their
+the stage-partitioned shards and mixture, the recipe|stage checkpoints with their
 evaluations, and the leaderboard over all of them.
 """
 
@@ -19,7 +19,6 @@ from assets.defs.keys import (
     RAW_GROUP,
     TRAINING_GROUP,
 )
-from assets.defs.partitions import RECIPES, STAGES
 
 STAGE_GROUPS = [PACKING_GROUP]
 CHECKPOINT_GROUPS = [TRAINING_GROUP, EVAL_GROUP]
@@ -84,14 +83,8 @@ DEMO_SEQUENCE = ["giraffe_demo", "stage_data", "train_and_eval", "report"]
 
 def demo_partition_keys(job: dg.JobDefinition) -> list[str | None]:
     """Partition keys the demo runs a job for, in dependency order: every stage for the shards;
-    for checkpoints each recipe's own stages in progressive order (stage k needs k-1)."""
+    for checkpoints the recipe|stage pairs the recipes train, each recipe's stages in progressive
+    order (stage k needs k-1), which is the order of the partitions definition."""
     if job.partitions_def is None:
         return [None]
-    if isinstance(job.partitions_def, dg.MultiPartitionsDefinition):
-        return [
-            dg.MultiPartitionKey({"recipe": name, "stage": stage})
-            for name, recipe in RECIPES.items()
-            for stage in recipe.stages
-            if stage in STAGES
-        ]
     return list(job.partitions_def.get_partition_keys())
