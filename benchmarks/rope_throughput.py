@@ -39,7 +39,7 @@ def build(args):
             "eos_token_id": 1,
             "pad_token_id": 0,
             "hidden_size": args.hidden_size,
-            "intermediate_size": args.hidden_size * 2,
+            "intermediate_size": args.intermediate_size or args.hidden_size * 2,
             "num_hidden_layers": args.layers,
             "num_attention_heads": args.heads,
             "num_key_value_heads": args.kv_heads or args.heads,
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden-size", type=int, default=64)
+    p.add_argument("--intermediate-size", type=int, default=None, help="default: 2 x hidden size")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=None)

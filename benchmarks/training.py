@@ -11,7 +11,10 @@ FLOPs utilisation (MFU). Two modes:
   shipped ``training/configs/zero3_offload.json``), one process, world size 1.
 
 ``--find-max`` tries increasing lengths, each in a fresh subprocess (an OOM must not poison
-the next try), and reports the longest that completes its steps.
+the next try), and reports the longest that completes its steps. ``--bisect LO,HI`` does the
+same by bisection between two lengths (multiples of ``--granularity``), within ``--budget-s``
+seconds of wall clock: it reports the longest length that trained and the shortest that did not
+(the bracket, when the budget ran out first).
 
 GPU (Qwen2-VL-2B shape, vision tower included)::
 
@@ -217,12 +220,18 @@ def main(argv=None) -> int:
     p.add_argument("--loss-chunk", type=int, default=4096)
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--find-max", action="store_true", help="each length in its own process; stop at the first failure")
+    p.add_argument("--bisect", default=None, help="LO,HI: longest trainable length by bisection (each try in its own process)")
+    p.add_argument("--granularity", type=int, default=8192)
+    p.add_argument("--budget-s", type=float, default=None, help="--bisect: stop trying after this many seconds")
+    p.add_argument("--try-timeout-s", type=float, default=None, help="a try that runs longer counts as failed")
     args = p.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     if args.attn is None:
         import importlib.util
 
         args.attn = "flash_attention_2" if args.device.startswith("cuda") and importlib.util.find_spec("flash_attn") else "sdpa"
+    if args.bisect:
+        return bisect_longest(args, argv if argv is not None else sys.argv[1:])
     lengths = [int(s) for s in args.seq.split(",")]
     if not args.find_max:
         for seq in lengths:
@@ -242,6 +251,70 @@ def main(argv=None) -> int:
         longest = seq
     print(json.dumps({"longest_trainable": longest, "mode": args.mode, "shape": args.shape}), flush=True)
     return 0
+
+
+def _try_length(argv: list[str], seq: int, timeout: float | None) -> tuple[bool, str]:
+    """One length in a fresh process: (trained, the JSON line or the error)."""
+    child = [a for a in argv if a not in ("--find-max",)]
+    for flag in ("--bisect", "--budget-s", "--try-timeout-s", "--granularity"):
+        child = _drop_arg(child, flag)
+    child = _replace_arg(child, "--seq", str(seq))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.training", *child], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, json.dumps({"seq": seq, "ok": False, "error": f"timed out after {timeout:.0f} s"})
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("{")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+        return False, json.dumps({"seq": seq, "ok": False, "error": tail[0][:300]})
+    return True, line
+
+
+def bisect_longest(args, argv: list[str]) -> int:
+    """Longest trainable length in [LO, HI] (multiples of the granularity) by bisection."""
+    g = args.granularity
+    lo, hi = (int(v) for v in args.bisect.split(","))
+    lo, hi = max(g, lo // g * g), max(g, hi // g * g)
+    started = time.monotonic()
+    ok_at, fail_at = None, None
+    ok, line = _try_length(argv, lo, args.try_timeout_s)
+    print(line, flush=True)
+    if not ok:
+        fail_at = lo
+    else:
+        ok_at = lo
+        ok, line = _try_length(argv, hi, args.try_timeout_s)
+        print(line, flush=True)
+        if ok:
+            ok_at = hi
+        else:
+            fail_at = hi
+            while fail_at - ok_at > g:
+                if args.budget_s and time.monotonic() - started > args.budget_s:
+                    break
+                mid = (ok_at + fail_at) // 2 // g * g
+                ok, line = _try_length(argv, mid, args.try_timeout_s)
+                print(line, flush=True)
+                ok_at, fail_at = (mid, fail_at) if ok else (ok_at, mid)
+    exact = ok_at is not None and (fail_at is None or fail_at - ok_at <= g)
+    print(json.dumps({"longest_trainable": ok_at, "first_failing": fail_at, "exact_to": g if exact else None,
+                      "mode": args.mode, "shape": args.shape, "seconds": round(time.monotonic() - started, 1)}), flush=True)
+    return 0
+
+
+def _drop_arg(argv: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = True
+            continue
+        if a.startswith(flag + "="):
+            continue
+        out.append(a)
+    return out
 
 
 def _replace_arg(argv: list[str], flag: str, value: str) -> list[str]:

@@ -24,7 +24,7 @@ from eval.benchmarks import Benchmark
 from eval.formats import FetchOptions, LoadContext, limit_per_split
 from eval.items import EvalItem, items_table
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2  # 2: MMBench index as int64, as on the hub
 SAMPLE_STAMP = ".giraffe-benchmark-sample.json"
 
 

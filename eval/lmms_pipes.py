@@ -3,7 +3,9 @@
 The Dagster asset (``assets.defs.evaluation``, ``eval/lmms_eval``) starts this with
 ``PipesSubprocessClient`` and these extras: ``checkpoint``, ``output_dir``, ``tasks``,
 ``batch_size``, ``limit``, ``model_args``, ``model`` (leaderboard id), ``method`` (label),
-``repo_root``. It runs lmms-eval in a child process with our model plugin registered, streams
+``repo_root``, ``include_path`` (folder of task files, e.g. the local forms of the tasks).
+Without CUDA the model runs on the CPU (``device=cpu,device_map=cpu`` added to the model
+arguments); Hugging Face caches go under the output folder. It runs lmms-eval in a child process with our model plugin registered, streams
 its last lines to the Dagster log, parses the results file into a leaderboard row
 (``leaderboard_row.json`` beside the results) and reports the materialisation with the scores.
 """
@@ -34,10 +36,12 @@ def main() -> int:
             tasks=extras.get("tasks") or lmms.DEFAULT_TASKS,
             batch_size=int(extras.get("batch_size") or 1),
             limit=extras.get("limit"),
-            model_args=extras.get("model_args") or "",
+            model_args=lmms.device_args(extras.get("model_args") or ""),
+            include_path=extras.get("include_path"),
         )
         pipes.log.info("running: " + " ".join(cmd))
-        proc = subprocess.run(cmd, env=lmms.environment(extras["repo_root"]), capture_output=True, text=True)
+        env = lmms.environment(extras["repo_root"], cache_dir=out_dir / ".cache")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
         if proc.returncode != 0:
             pipes.log.error(f"lmms-eval exited with {proc.returncode}:\n{tail}")

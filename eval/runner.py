@@ -89,6 +89,8 @@ class Prepared:
     video_pixels: np.ndarray | None = None
     video_grids: np.ndarray | None = None
     video_plan: dict | None = None
+    image_inputs: tuple[Any, Any] | None = None
+    """(pixel_values, image_grid_thw) of ``images``, computed once (training reuses an item)."""
 
 
 def load_checkpoint(path: str | Path, device: str | None = None):
@@ -174,15 +176,19 @@ class Runner:
 
         texts = [p.text for p in batch]
         inputs: dict[str, Any] = {}
-        images = [img for p in batch for img in p.images]
-        if images:
+        if any(p.images for p in batch):
             ip = self.processor.image_processor
-            vis = ip(images=images, return_tensors="pt")
+            for p in batch:  # the image processor treats every image on its own: per item, once
+                if p.images and p.image_inputs is None:
+                    vis = ip(images=p.images, return_tensors="pt")
+                    p.image_inputs = (vis["pixel_values"], vis["image_grid_thw"])
+            with_images = [p.image_inputs for p in batch if p.images]
+            grids = torch.cat([g for _, g in with_images])
             merge = int(getattr(ip, "merge_size", 2)) ** 2
-            counts = iter((vis["image_grid_thw"].prod(-1) // merge).tolist())
+            counts = iter((grids.prod(-1) // merge).tolist())
             texts = [self._grow_images(t, counts) for t in texts]
-            inputs["pixel_values"] = vis["pixel_values"]
-            inputs["image_grid_thw"] = vis["image_grid_thw"]
+            inputs["pixel_values"] = torch.cat([v for v, _ in with_images])
+            inputs["image_grid_thw"] = grids
         enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
         inputs["input_ids"], inputs["attention_mask"] = enc["input_ids"], enc["attention_mask"]
         videos = [p for p in batch if p.video_pixels is not None]
@@ -251,20 +257,9 @@ class Runner:
                 for b, c in enumerate(cands):
                     out[b] = {k: float(logp[b, ids[0]]) for k, ids in c.items()}
                 return out, counts
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
             for j in range(max(len(c) for c in cands)):  # the j-th candidate of every item together
                 conts = [list(c.items())[j] if j < len(c) else (None, []) for c in cands]
-                width = max(len(ids) for _, ids in conts)
-                ext = torch.full((len(batch), width), pad, dtype=inputs["input_ids"].dtype)
-                mask = torch.zeros((len(batch), width), dtype=inputs["attention_mask"].dtype)
-                for b, (_, ids) in enumerate(conts):
-                    ext[b, : len(ids)] = torch.tensor(ids, dtype=ext.dtype)
-                    mask[b, : len(ids)] = 1
-                device = inputs["input_ids"].device
-                x = dict(inputs)
-                x["input_ids"] = torch.cat([inputs["input_ids"], ext.to(device)], 1)
-                x["attention_mask"] = torch.cat([inputs["attention_mask"], mask.to(device)], 1)
-                x["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ext).to(device)], 1)
+                x, width = self._with_continuations(inputs, [ids for _, ids in conts])
                 # with n prompt columns, positions n-1 .. n+width-2 predict the candidate tokens n .. n+width-1
                 logits = self.model(**x, logits_to_keep=width + 1).logits[:, :width].float()
                 logp = torch.log_softmax(logits, -1)
@@ -273,6 +268,51 @@ class Runner:
                         tok = torch.tensor(ids, device=logp.device)
                         out[b][label] = float(logp[b, torch.arange(len(ids), device=logp.device), tok].sum())
         return out, counts
+
+    def _with_continuations(self, inputs: dict, conts: Sequence[Sequence[int]]) -> tuple[dict, int]:
+        """``inputs`` (left-padded prompts) with each row's continuation token ids appended on the
+        right (right-padded to the longest); (new inputs, width of the continuation block)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(ids) for ids in conts)
+        ext = torch.full((len(conts), width), pad, dtype=inputs["input_ids"].dtype)
+        mask = torch.zeros((len(conts), width), dtype=inputs["attention_mask"].dtype)
+        for b, ids in enumerate(conts):
+            ext[b, : len(ids)] = torch.tensor(list(ids), dtype=ext.dtype)
+            mask[b, : len(ids)] = 1
+        device = inputs["input_ids"].device
+        x = dict(inputs)
+        x["input_ids"] = torch.cat([inputs["input_ids"], ext.to(device)], 1)
+        x["attention_mask"] = torch.cat([inputs["attention_mask"], mask.to(device)], 1)
+        x["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ext).to(device)], 1)
+        return x, width
+
+    def _answer_ids(self, item: EvalItem) -> list[int]:
+        """The gold continuation: the candidate the likelihood mode scores, or, for a training
+        item that answers in words (``extra.target_text``, e.g. a colour name), those words."""
+        text = item.extra.get("target_text")
+        if text:
+            return self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        return self.candidate_ids(item)[item.answer]
+
+    def training_batch(self, batch: Sequence[Prepared]) -> dict:
+        """Model inputs that teach each item's answer as the likelihood mode scores it: the
+        prompt (as ``encode`` builds it) followed by the gold candidate and ``<|im_end|>``.
+        ``logits_to_keep`` covers the continuation block only; ``_target`` (batch x block,
+        -100 on padding) holds the tokens that ``logits[:, :block]`` must predict."""
+        import torch
+
+        inputs = self.encode(batch)
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        conts = [self._answer_ids(p.item) + [end] for p in batch]
+        x, width = self._with_continuations(inputs, conts)
+        target = torch.full((len(conts), width), -100, dtype=torch.long)
+        for b, ids in enumerate(conts):
+            target[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        x["logits_to_keep"] = width + 1
+        x["_target"] = target
+        return x
 
     def _row(
         self,
@@ -285,6 +325,7 @@ class Runner:
     ) -> dict:
         extra = dict(item.extra)
         extra["answer_mode"] = self.cfg.answer_mode
+        extra["n_choices"] = 2 if item.answer_type == YES_NO else len(item.options)  # chance = 1 / n_choices
         if error:
             prediction = None
         elif logprobs is not None:

@@ -20,18 +20,54 @@ after failures at smaller ones must not count as context the model can use. The 
 
 from __future__ import annotations
 
+import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 EFFECTIVE_THRESHOLD = 0.6
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 Row = Mapping[str, Any]
 
 
 def _acc(rows: Sequence[Row]) -> float | None:
     return sum(bool(r["correct"]) for r in rows) / len(rows) if rows else None
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """95% Wilson score interval of a binomial proportion (None without items). Unlike the
+    normal interval it stays inside [0, 1] and is usable at the handful of items per cell an
+    embedded run has (4 correct of 4 gives [0.51, 1.0], not [1.0, 1.0])."""
+    if n <= 0:
+        return None
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)  # exact ends: no float residue
+    hi = 1.0 if correct == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def n_choices(row: Row) -> int | None:
+    """How many answers the item offered (2 for yes/no), from the prediction row's extra."""
+    try:
+        k = json.loads(row.get("extra") or "{}").get("n_choices")
+    except (TypeError, ValueError):
+        return None
+    return int(k) if k else None
+
+
+def chance_accuracy(rows: Sequence[Row]) -> float | None:
+    """Expected accuracy of a uniform random guess over the same items: mean of 1 / choices
+    (None when a row does not say how many choices its item had)."""
+    ks = [n_choices(r) for r in rows]
+    if not ks or any(k is None for k in ks):
+        return None
+    return sum(1 / k for k in ks) / len(ks)
 
 
 def status_counts(rows: Iterable[Row]) -> dict[str, int]:
@@ -46,7 +82,10 @@ def accuracy_by(rows: Sequence[Row], key: str = "split") -> dict[str, dict[str, 
     groups: dict[str, list[Row]] = {}
     for r in rows:
         groups.setdefault(str(r[key]), []).append(r)
-    return {k: {"accuracy": _acc(v), "n": len(v), "correct": sum(bool(x["correct"]) for x in v)} for k, v in groups.items()}
+    return {
+        k: {"accuracy": _acc(v), "n": len(v), "correct": sum(bool(x["correct"]) for x in v), "chance": chance_accuracy(v)}
+        for k, v in groups.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -55,6 +94,7 @@ class CurvePoint:
     accuracy: float
     n: int
     mean_tokens: float | None
+    correct: int = 0
 
 
 def haystack_curve(rows: Sequence[Row]) -> list[CurvePoint]:
@@ -66,7 +106,8 @@ def haystack_curve(rows: Sequence[Row]) -> list[CurvePoint]:
     for n in sorted(by_n):
         group = by_n[n]
         tokens = [int(r["n_prompt_tokens"]) for r in group if r.get("n_prompt_tokens") is not None]
-        out.append(CurvePoint(n, _acc(group) or 0.0, len(group), sum(tokens) / len(tokens) if tokens else None))
+        correct = sum(bool(r["correct"]) for r in group)
+        out.append(CurvePoint(n, _acc(group) or 0.0, len(group), sum(tokens) / len(tokens) if tokens else None, correct))
     return out
 
 
@@ -109,12 +150,22 @@ def pct(x: float | None) -> float | None:
     return None if x is None else round(100 * x, 1)
 
 
+def pct_stats(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A leaderboard cell's basis from a (split) summary: items, correct, chance in %."""
+    if not summary:
+        return {}
+    return {"n": summary.get("n"), "correct": summary.get("correct"), "chance": pct(summary.get("chance"))}
+
+
 def base_summary(benchmark: str, rows: Sequence[Row]) -> dict[str, Any]:
-    """What every benchmark reports: items, accuracy, statuses and accuracy per split."""
+    """What every benchmark reports: items, accuracy (with the correct count and chance),
+    statuses and accuracy per split."""
     return {
         "benchmark": benchmark,
         "n": len(rows),
+        "correct": sum(bool(r["correct"]) for r in rows),
         "accuracy": _acc(rows),
+        "chance": chance_accuracy(rows),
         "status": status_counts(rows),
         "by_split": accuracy_by(rows, "split"),
     }

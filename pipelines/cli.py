@@ -107,6 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.console_log import error_summary, with_compact_console
     from pipelines.definitions import build_definitions
     from pipelines.jobs import demo_jobs, demo_partition_keys
+    from pipelines.runs import execute_job
 
     instance = dg.DagsterInstance.get()
     defs = build_definitions()
@@ -122,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for key in keys:
             label = f"'{name}'" + (f" partition {key}" if key else "")
             print(f"giraffe demo: materialising job {label}", flush=True)
-            result = job.execute_in_process(instance=instance, run_config=run_config, partition_key=key, raise_on_error=False)
+            result = execute_job(instance, name, run_config, partition_key=key)  # a run of the code location
             run_ids.append(result.run_id)
             for event in result.get_asset_materialization_events():
                 mat = event.event_specific_data.materialization

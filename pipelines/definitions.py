@@ -46,7 +46,14 @@ def graph_assets(datasets: str | None = None) -> list:
     return [*built, *scanned]
 
 
-def build_definitions(resources: dict | None = None, datasets: str | None = None) -> dg.Definitions:
+# Set by ``giraffe demo`` / ``giraffe train`` before they load the code location in process, so
+# their runs log through the compact console logger; the UI's and the daemon's keep Dagster's own.
+CLI_CONSOLE_ENV = "GIRAFFE_CLI_CONSOLE"
+
+
+def build_definitions(
+    resources: dict | None = None, datasets: str | None = None, loggers: dict | None = None
+) -> dg.Definitions:
     """Definitions with resources from the environment (read now, not at first import); any
     ``resources`` given replace those keys only. Each declared dataset becomes raw/<name> and
     chatml/<name> beside the registry's sources and flows through video frames, token counts,
@@ -57,7 +64,18 @@ def build_definitions(resources: dict | None = None, datasets: str | None = None
         schedules=[nightly_refresh_schedule()],
         sensors=[automation_sensor()],
         resources={**default_resources(), **(resources or {})},
+        loggers=loggers,
     )
+
+
+def current_definitions() -> dg.Definitions:
+    """The definitions for the environment of now (no arguments: what a code pointer calls);
+    jobs log through the compact console logger when the CLI asks for it (``CLI_CONSOLE_ENV``)."""
+    if os.environ.get(CLI_CONSOLE_ENV) == "1":
+        from pipelines.console_log import compact_console_logger
+
+        return build_definitions(loggers={"console": compact_console_logger})
+    return build_definitions()
 
 
 defs = build_definitions()

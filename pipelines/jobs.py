@@ -3,7 +3,7 @@
 A Dagster job cannot mix partitions definitions, so the graph runs as five jobs: the
 unpartitioned data (raw sources, the base model, benchmark data, the base model's scores), the
 shard-partitioned sample stages (ChatML, video frames, token counts: one run per shard, see
-docs/shards.md), the stage-partitioned packed sequences and mixture, the recipe x stage
+docs/shards.md), the stage-partitioned packed sequences and mixture, the recipe|stage
 checkpoints with their evaluations, and the leaderboard over all of them.
 """
 
@@ -21,7 +21,6 @@ from assets.defs.keys import (
     TRAINING_GROUP,
     VIDEO_GROUP,
 )
-from assets.defs.partitions import RECIPES, STAGES
 
 SHARD_GROUPS = [CHATML_GROUP, VIDEO_GROUP]  # chatml/<source>, video_frames, token_counts
 STAGE_GROUPS = [PACKING_GROUP]
@@ -106,14 +105,8 @@ def demo_jobs(name: str) -> list[str]:
 
 def demo_partition_keys(job: dg.JobDefinition) -> list[str | None]:
     """Partition keys the demo runs a job for, in dependency order: every shard, every stage;
-    for checkpoints each recipe's own stages in progressive order (stage k needs k-1)."""
+    for checkpoints the recipe|stage pairs the recipes train, each recipe's stages in progressive
+    order (stage k needs k-1), which is the order of the partitions definition."""
     if job.partitions_def is None:
         return [None]
-    if isinstance(job.partitions_def, dg.MultiPartitionsDefinition):
-        return [
-            dg.MultiPartitionKey({"recipe": name, "stage": stage})
-            for name, recipe in RECIPES.items()
-            for stage in recipe.stages
-            if stage in STAGES
-        ]
     return list(job.partitions_def.get_partition_keys())

@@ -166,21 +166,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from pipelines.console_log import error_summary, with_compact_console
-    from pipelines.definitions import build_definitions
+    from assets.defs.partitions import checkpoint_key
+    from pipelines.console_log import error_summary
+    from pipelines.runs import execute_job
 
     config = overrides(args)
-    job = with_compact_console(build_definitions().resolve_job_def("train_checkpoint"))
     instance = dg.DagsterInstance.get()
     for stage in stages:
-        key = dg.MultiPartitionKey({"recipe": args.recipe, "stage": stage})
+        key = checkpoint_key(args.recipe, stage)
         print(f"giraffe train: {args.recipe}|{stage} ({args.launcher}, {args.nproc} process(es))", flush=True)
         started = time.monotonic()
-        result = job.execute_in_process(
-            instance=instance, partition_key=key,
+        result = execute_job(  # a run of the code location: listed under train_checkpoint in the UI
+            instance, "train_checkpoint", partition_key=key,
             run_config={"ops": {"checkpoint": {"config": config}},
                         "loggers": {"console": {"config": {"log_level": args.log_level, "verbose": args.verbose}}}},
-            raise_on_error=False,
         )
         if not result.success:
             errors = [error_summary(e.event_specific_data.error) for e in result.all_events if e.is_step_failure]

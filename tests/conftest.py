@@ -62,13 +62,20 @@ def demo_run(tmp_path_factory):
     Run as a user runs it: the CLI in its own process, its console (stdout and stderr, in
     order) kept in ``<instance>/demo_console.txt`` for the test that reads it (``demo_console``).
     Shared by test_pipeline.py (what the demo materialised) and test_ui.py (the same instance
-    served by the real webserver)."""
+    served by the real webserver). ``GIRAFFE_TEST_DEMO=<dagster home>:<data root>`` reuses a
+    finished demo instead (iterating on these tests on a slow host; ``demo_exit_code`` and
+    ``demo_console.txt`` in the home folder, when present, stand for its exit code and console)."""
     import os
     import subprocess
     import sys
 
     import dagster as dg
 
+    reuse = os.environ.get("GIRAFFE_TEST_DEMO")
+    if reuse:  # "<dagster home>:<data root>" of a finished `giraffe demo` (its console in <home>/demo_console.txt)
+        home, data = (Path(p).resolve() for p in reuse.split(":", 1))
+        code = int((home / "demo_exit_code").read_text()) if (home / "demo_exit_code").is_file() else 0
+        return code, dg.DagsterInstance.from_config(str(home)), data
     home = tmp_path_factory.mktemp("dagster-home")
     data = tmp_path_factory.mktemp("demo-data")
     root = Path(__file__).resolve().parent.parent

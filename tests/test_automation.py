@@ -193,7 +193,7 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
     token count re-packs every stage and re-mixes it, training waits for a person, and a new
     checkpoint partition is evaluated (that partition only) and ranked."""
     from assets.defs.keys import CHECKPOINT_KEY, LEADERBOARD_GROUP, VIDEO_GROUP
-    from assets.defs.partitions import STAGES, checkpoint_partitions, stage_partitions
+    from assets.defs.partitions import STAGES, checkpoint_partitions, mixture_to_checkpoint, stage_partitions
     from assets.defs.pools import GPU_POOL
     from pipelines.automation import apply_automation
 
@@ -207,7 +207,7 @@ def test_policy_carries_to_the_mixture_and_to_evals_not_to_training():
     def mixture(): ...
 
     @dg.asset(key=CHECKPOINT_KEY, partitions_def=checkpoint_partitions, pool=GPU_POOL, group_name=TRAINING_GROUP,
-              ins={"etvlm_mixture": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping("stage"))})
+              ins={"etvlm_mixture": dg.AssetIn(partition_mapping=mixture_to_checkpoint)})
     def checkpoint(etvlm_mixture): ...
 
     @dg.asset(key=["eval", "needle"], deps=[CHECKPOINT_KEY], partitions_def=checkpoint_partitions, group_name=EVAL_GROUP)

@@ -38,7 +38,8 @@ def test_job_names_match_the_definitions():
 def base_root(tmp_path):
     """A data root with a base model folder (config.json) but no mixture shard yet."""
     (tmp_path / "data" / "model" / "base").mkdir(parents=True)
-    (tmp_path / "data" / "model" / "base" / "config.json").write_text("{}")
+    # the base's original context L_V, which the recipes' M-RoPE++ extends from (its target only in the recipe)
+    (tmp_path / "data" / "model" / "base" / "config.json").write_text('{"text_config": {"max_position_embeddings": 256}}')
     return tmp_path / "data"
 
 

@@ -4,7 +4,10 @@ saves), the base model, and the leaderboard with both plots and the regression c
 
 import json
 import os
+import re
 import shutil
+
+from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -15,7 +18,7 @@ from assets.defs.benchmarks import benchmark_assets
 from assets.defs.evaluation import eval_assets, eval_base
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, LEADERBOARD_KEY, benchmark_key, eval_key
 from assets.defs.leaderboard import REGRESSION_CHECK, leaderboard
-from assets.defs.partitions import RECIPES, checkpoint_partitions
+from assets.defs.partitions import RECIPES, checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore, SourceHub
 from eval.benchmarks import BENCHMARKS
 from eval.lmms import lmms_eval_available
@@ -49,9 +52,9 @@ def run(tmp_path_factory, tiny_model_dir):
         """What the training asset leaves behind: a HF folder with the method in its config."""
         from training.positions.apply import apply_position_method, load_with_position_method
 
-        keys = context.partition_key.keys_by_dimension
-        out = DataLayout(data).checkpoint(keys["recipe"], keys["stage"])
-        model = apply_position_method(load_with_position_method(tiny_model_dir), RECIPES[keys["recipe"]].method)
+        recipe, stage = split_checkpoint_key(context.partition_key)
+        out = DataLayout(data).checkpoint(recipe, stage)
+        model = apply_position_method(load_with_position_method(tiny_model_dir), RECIPES[recipe].method)
         model.save_pretrained(out)
         _copy_processor(tiny_model_dir, out)
 
@@ -118,8 +121,25 @@ def test_eval_asset_metadata_has_accuracy_samples_and_the_curve(run):
 def test_leaderboard_has_every_model_both_plots_and_the_check(run):
     data, _, results = run
     md = _md(results["leaderboard"], LEADERBOARD_KEY)
-    table = md["leaderboard"].value
-    for model in ("| base |", "| mrope_pp/8k | mrope++ |", "| v2pe/8k | v2pe(d=0.25) |"):
+    assert list(md)[0] == "leaderboard"  # the first entry, a table the UI shows inline
+    inline = md["leaderboard"].value
+    headers = [c.name for c in inline.schema.columns]
+    assert headers[:3] == ["model", "position method", "source"] and "Video-MME short (%)" in headers
+    assert "MME perception (score / max)" in headers and "Visual Haystack effective length" in headers
+    records = [r.data for r in inline.records]
+    assert [r["model"] for r in records] == ["base", "mrope_pp/8k", "v2pe/8k", "chance"]
+    chance = records[-1]
+    assert chance["Visual Haystack accuracy, all N (%)"] == "50.0" and chance["Video-MME overall (%)"] == "25.0"
+    assert chance["MME perception (score / max)"].startswith("300.0 / 800")  # 4 perception categories
+    # every accuracy cell carries its 95% interval and item count; MME its maximum
+    base = records[0]
+    assert re.fullmatch(r"\d+\.\d \[\d+-\d+\] n=2", base["Video-MME short (%)"]), base
+    assert re.fullmatch(r"\d+\.\d / 800 n=8", base["MME perception (score / max)"]), base  # 4 categories x 1 image pair
+    assert base["Visual Haystack effective length"].endswith("tokens)") or base["Visual Haystack effective length"].startswith("below 60%")
+    assert "random weights" in md["base_model"].value  # the fixture's base is the random tiny model
+    table = md["leaderboard_markdown"].value
+    assert table.startswith("**Base model: the embedded tiny Qwen2-VL")
+    for model in ("| base |", "| mrope_pp/8k | mrope++ |", "| v2pe/8k | v2pe(d=0.25) |", "| chance | uniform random answer |"):
         assert model in table
     assert "| answer mode |" in table and "| likelihood |" in table and "answer mode `likelihood`" in table
     assert md["visual_haystack"].value.startswith("![Visual Haystack") and "data:image/png;base64," in md["visual_haystack"].value
@@ -194,6 +214,7 @@ print("stand-in lmms-eval done")
 """
 
 
+@pytest.mark.skipif(not lmms_eval_available(), reason="writing lmms-eval's local task files needs its task folder ([eval] extra)")
 def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatch):
     """The Pipes wiring without the optional extra: a stand-in ``lmms_eval`` package (visible
     only to the subprocess) records how it was called and writes a results file in lmms-eval's
@@ -212,42 +233,27 @@ def test_lmms_eval_pipes_run_with_a_stand_in_lmms_eval(run, tmp_path, monkeypatc
     result = dg.materialize(
         [lmms_eval_run],
         partition_key=PARTITIONS[0],
-        resources={"store": DataStore(root=str(data))},
+        resources={"store": DataStore(root=str(data)), "hub": SourceHub()},
         instance=instance,
-        run_config={"ops": {"eval__lmms_eval": {"config": {"tasks": ["mme"], "limit": 4}}}},
+        run_config={"ops": {"eval__lmms_eval": {"config": {"tasks": ["mme", "videomme"], "limit": 4}}}},
     )
     assert result.success
     out = data / "eval" / "lmms_eval" / "mrope_pp" / "8k"
     seen = json.loads((out / "seen.json").read_text())
     assert seen["plugin"] == "eval.lmms_plugin" and seen["models"] == {"giraffe_qwen2_vl": "GiraffeQwen2VL"}
-    assert seen["argv"][seen["argv"].index("--model_args") + 1] == f"pretrained={DataLayout(data).checkpoint('mrope_pp', '8k')}"
-    assert seen["argv"][seen["argv"].index("--tasks") + 1] == "mme" and "--limit" in seen["argv"]
+    model_args = seen["argv"][seen["argv"].index("--model_args") + 1]
+    assert model_args.startswith(f"pretrained={DataLayout(data).checkpoint('mrope_pp', '8k')}")
+    # embedded: lmms-eval's mme task file, included, on the local items; videomme has no local form
+    assert seen["argv"][seen["argv"].index("--tasks") + 1] == "mme_local" and "--limit" in seen["argv"]
+    tasks = Path(seen["argv"][seen["argv"].index("--include_path") + 1])
+    text = (tasks / "mme_local.yaml").read_text()
+    assert "include: " in text and text.split("include: ")[1].split("\n")[0].endswith("tasks/mme/mme.yaml")
+    assert pq.read_table(tasks / "mme_local.parquet").num_rows == pq.read_table(data / "benchmarks" / "mme" / "items.parquet").num_rows
     row = json.loads((out / "leaderboard_row.json").read_text())
     assert (row["model"], row["method"], row["source"]) == ("mrope_pp/8k", "mrope++", "lmms-eval")
     assert row["mme_perception"] == 1200.0 and row["mme_pct"] == pytest.approx(1500 / 2800 * 100, abs=0.05)
     md = _md(result, LMMS_EVAL_KEY)
     assert md["tasks"].value == "mme" and md["scores"].value["mme_cognition"] == 300.0
     board = dg.materialize([leaderboard], resources={"store": DataStore(root=str(data)), "hub": SourceHub()}, instance=instance)
-    assert "| mrope_pp/8k | mrope++ | lmms-eval |" in _md(board, LEADERBOARD_KEY)["leaderboard"].value
+    assert "| mrope_pp/8k | mrope++ | lmms-eval |" in _md(board, LEADERBOARD_KEY)["leaderboard_markdown"].value
     (out / "leaderboard_row.json").unlink()  # leave the shared fixture as the other tests expect
-
-
-@pytest.mark.skipif(not lmms_eval_available(), reason="lmms-eval is not installed (optional [eval] extra); the Pipes run needs it")
-def test_lmms_eval_pipes_run(run):  # pragma: no cover - needs the optional extra
-    from assets.defs.lmms_eval import build_lmms_eval_asset
-
-    lmms_eval_run = build_lmms_eval_asset()
-    from assets.defs.keys import LMMS_EVAL_KEY
-
-    data, instance, _ = run
-    result = dg.materialize(
-        [lmms_eval_run],
-        partition_key=PARTITIONS[0],
-        resources={"store": DataStore(root=str(data))},
-        instance=instance,
-        run_config={"ops": {"eval__lmms_eval": {"config": {"tasks": ["mme"], "limit": 4}}}},
-    )
-    assert result.success
-    row = json.loads(next((data / "eval" / "lmms_eval").glob("**/leaderboard_row.json")).read_text())
-    assert row["source"] == "lmms-eval" and row["mme_perception"] is not None
-    assert _md(result, LMMS_EVAL_KEY)["tasks"].value == "mme"

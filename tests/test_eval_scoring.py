@@ -38,12 +38,26 @@ def test_accuracy_counts_unparseable_and_errors_as_wrong():
     ]
     s = summarize("videomme", rows)
     assert s["accuracy"] == pytest.approx(2 / 5)
-    assert s["by_split"] == {
-        "short": {"accuracy": pytest.approx(1 / 3), "n": 3, "correct": 1},
-        "long": {"accuracy": 0.5, "n": 2, "correct": 1},
+    assert s["by_split"] == {  # rows that do not say how many choices they had: no chance
+        "short": {"accuracy": pytest.approx(1 / 3), "n": 3, "correct": 1, "chance": None},
+        "long": {"accuracy": 0.5, "n": 2, "correct": 1, "chance": None},
     }
     assert s["status"] == {"ok": 3, "unparseable": 1, "error": 1}
+    assert s["correct"] == 2 and s["chance"] is None
     assert accuracy_by([], "split") == {}
+
+
+def test_wilson_interval_and_chance():
+    from eval.scoring import chance_accuracy, wilson_interval
+
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = wilson_interval(4, 4)  # all right on 4 items is still compatible with 51%
+    assert lo == pytest.approx(0.5101, abs=1e-4) and hi == 1.0
+    assert wilson_interval(0, 0) is None and wilson_interval(0, 3)[0] == 0.0
+    rows = [{"extra": json.dumps({"n_choices": k})} for k in (2, 4, 4, 5)]
+    assert chance_accuracy(rows) == pytest.approx((1 / 2 + 1 / 4 + 1 / 4 + 1 / 5) / 4)
+    assert chance_accuracy(rows + [{"extra": "{}"}]) is None
 
 
 def _lmms_mme_reference(rows):
@@ -154,7 +168,19 @@ def test_leaderboard_row_and_markdown():
     assert r["mme_pct"] == 62.5
     assert r["mmbench"] == 80.0
     text = lb.markdown([r])
-    assert text.splitlines()[2].startswith("| mrope_pp/8k | mrope++ | native | 5 | 50 |")
+    # full names; accuracy [95% Wilson interval] n=items; the effective length in words
+    assert text.splitlines()[2].startswith("| mrope_pp/8k | mrope++ | native | 5 images (~50 tokens) | 70.0 [52-83] n=30 |")
+    shown, table = lb.display_rows([r])
+    cells = table[0]
+    assert cells["Video-MME short (%)"] == "50.0 [15-85] n=4"
+    assert cells["MME perception (score / max)"] == "250.0 / 400 n=4"  # 2 perception categories evaluated
+    assert cells["MMBench en dev (%)"] == "80.0 [49-94] n=10"
+    chance = table[1]  # these rows do not say how many choices their items had: only MME's chance is known
+    assert chance["model"] == "chance" and chance["MMBench en dev (%)"] == "–"
+    assert chance["MME perception (score / max)"] == "150.0 / 400" and chance["MME total (% of max)"] == "37.5"
+    assert "largest number of images N" in next(c.description for c in shown if c.key == "vh_effective_images")
+    failing = lb.row_for("x/8k", _summaries(vh=(0.5, 0.5, 0.5)), "pi")
+    assert lb.cell_text(next(c for c in shown if c.key == "vh_effective_images"), failing) == "below 60% at every N (1-20)"
     assert lb.method_label({"rope": {"method": "none"}, "v2pe": {"inference_delta": 0.25}}) == "v2pe(d=0.25)"
     assert lb.method_label({"rope": {"method": "mrope++"}}) == "mrope++"
 

@@ -150,6 +150,52 @@ def test_demo_packs_and_mixes_every_stage_partition(demo_run):
         assert next(iter(evaluation.values())).status.value == "SUCCEEDED", check
 
 
+def test_demo_base_model_is_taught_and_records_its_original_context(demo_run):
+    """model/base on the embedded default: the tiny Qwen2-VL taught the task types at L_V = 256
+    tokens, recorded in its config; the methods extend from it and the evaluation goes past it."""
+    import json
+
+    from training.positions.apply import read_position_method
+    from training.tiny_model import base_record, original_length
+
+    code, instance, data = demo_run
+    assert code == 0
+    config = json.loads((data / "model" / "base" / "config.json").read_text())
+    record = base_record(config)
+    assert record["kind"] == "embedded-tiny" and record["steps"] > 0 and original_length(config) == 256
+    assert config["text_config"]["max_position_embeddings"] == 256
+    md = instance.get_latest_materialization_event(dg.AssetKey(["model", "base"])).asset_materialization.metadata
+    assert "before" in md["held_out_accuracy"].value and md["original_length"].value == 256
+    # the recipe's M-RoPE++ extends from the base's L_V (its recipe gives only the target)
+    from transformers import AutoConfig
+
+    method = read_position_method(AutoConfig.from_pretrained(data / "checkpoints" / "mrope_pp" / "8k" / "final"))
+    assert (method.rope.method, method.rope.original_length, method.rope.target_length) == ("mrope++", 256, 1024)
+    # Visual Haystack reaches several times L_V: 8 items at every N, prompts up to > 3 x 256 tokens
+    vh = json.loads((data / "eval" / "visual_haystack" / "base" / "scores.json").read_text())
+    assert [p["n"] for p in vh["curve"]] == [8] * 9
+    assert max(p["mean_tokens"] for p in vh["curve"]) > 3 * 256 > min(p["mean_tokens"] for p in vh["curve"])
+
+
+def test_demo_leaderboard_says_what_it_shows(demo_run):
+    import json
+
+    from assets.defs.partitions import CHECKPOINT_KEYS
+
+    _, instance, data = demo_run
+    board = (data / "leaderboard" / "leaderboard.md").read_text()
+    assert board.startswith("**Base model: the embedded tiny Qwen2-VL")
+    assert "| chance | uniform random answer | expected |" in board and "95% Wilson interval" in board
+    rows = json.loads((data / "leaderboard" / "leaderboard.json").read_text())
+    assert [r["model"] for r in rows] == ["base", *[k.replace("|", "/") for k in CHECKPOINT_KEYS]]
+    for r in rows:  # every cell says how many items it rests on
+        assert r["stats"]["videomme_short"]["n"] == 4 and r["stats"]["mmbench"]["n"] == 12
+        assert r["stats"]["mme_perception"]["max"] == 800 and r["stats"]["mme_cognition"]["max"] == 400
+        assert r["stats"]["vh_effective_images"]["text"]
+    md = instance.get_latest_materialization_event(dg.AssetKey(["leaderboard"])).asset_materialization.metadata
+    assert list(md)[0] == "leaderboard" and md["base_model"].value.startswith("Base model: the embedded tiny Qwen2-VL")
+
+
 def test_every_asset_has_a_code_version_an_owner_and_described_columns():
     from pipelines.definitions import build_definitions
 

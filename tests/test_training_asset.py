@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.defs.checkpoint import checkpoint
+from assets.defs.partitions import checkpoint_partitions
 from assets.defs.resources import DataStore
 from training.modeling import weights_fingerprint
 from training.positions.apply import load_with_position_method, read_position_method
@@ -71,7 +72,7 @@ def _source(train_batch_file) -> str:
 def _materialize(root: Path, instance, recipe: str, stage: str, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [checkpoint],
-        partition_key=dg.MultiPartitionKey({"recipe": recipe, "stage": stage}),
+        partition_key=f"{recipe}|{stage}",
         resources={"store": DataStore(root=str(root)), "pipes_subprocess_client": dg.PipesSubprocessClient()},
         run_config={"ops": {"checkpoint": {"config": config}}},
         instance=instance,
@@ -221,8 +222,10 @@ def test_bad_configuration_fails_before_launch(make_root, instance, monkeypatch)
     assert "starts from stage '8k'" in text and "materialise checkpoint mrope_pp|8k first" in text
     text = _failure(_materialize(root, instance, "mrope_pp", "8k", **cfg))
     assert "mixture shard for stage '8k' is missing" in text
-    text = _failure(_materialize(root, instance, "mrope_pp", "64k", **cfg))
-    assert "not one of recipe 'mrope_pp''s stages" in text
+    # a stage the recipe does not train is no partition at all (nothing to stay missing forever)
+    assert "mrope_pp|64k" not in checkpoint_partitions.get_partition_keys()
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        _materialize(root, instance, "mrope_pp", "64k", **cfg)
     text = _failure(_materialize(root, instance, "mrope_pp", "8k", launcher="torchrun", nproc=0, **cfg))
     assert "nproc must be >= 1" in text
 
@@ -243,6 +246,8 @@ def test_giraffe_train_cli_runs_stages_in_order(make_root, tmp_path_factory, tra
     monkeypatch.setenv("GIRAFFE_DATA_ROOT", str(root))
     args = ["train", "--recipe", "mrope_pp", "--steps", "2", "--batch-source", _source(train_batch_file),
             "--data-root", str(root), "--dagster-home", str(home)]
+    assert main([*args, "--stages", "64k"]) == 2  # a stage the recipe does not train: no partition, refused
+    assert "stage '64k' is not a stage of recipe 'mrope_pp' (8k, 32k)" in capsys.readouterr().err
     assert main([*args, "--stages", "32k"]) == 2  # refused before any run: 8k was never trained
     assert "materialise checkpoint mrope_pp|8k first" in capsys.readouterr().err
     assert main([*args, "--stages", "8k"]) == 0

@@ -52,6 +52,15 @@ ASSET_NODES_QUERY = """
 { assetNodes { assetKey { path } groupName dependencyKeys { path }
                assetMaterializations(limit: 1) { runId } } }
 """
+PARTITIONS_QUERY = """
+{ assetNodes { assetKey { path } isPartitioned groupName
+               partitionStats { numMaterialized numPartitions numFailed } } }
+"""
+JOB_RUNS_QUERY = """
+query JobRuns($job: String!, $label: String!) {
+  runsOrError(filter: {pipelineName: $job, tags: [{key: ".dagster/repository", value: $label}]}) {
+    ... on Runs { results { runId status repositoryOrigin { repositoryLocationName repositoryName } } } } }
+"""
 METADATA_QUERY = """
 { assetNodes { assetKey { path } groupName opVersion
     owners { __typename ... on TeamAssetOwner { team } }
@@ -73,9 +82,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _graphql(base: str, query: str) -> dict:
+def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
-        f"{base}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+        f"{base}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         body = json.loads(response.read())
@@ -187,16 +198,58 @@ def test_ui_lineage_follows_the_giraffe_path(ui_nodes):
             assert ["chatml", spec.name] in [d["path"] for d in ui_nodes["video_frames"]["dependencyKeys"]]
 
 
+def _on_demand(node: dict) -> bool:
+    """Assets the demo does not run by design: eval/lmms_eval (lmms-eval on a checkpoint, run on
+    demand; tests/test_lmms_eval_parity.py materialises one of its partitions)."""
+    from pipelines.jobs import ON_DEMAND_GROUPS
+
+    return node["groupName"] in ON_DEMAND_GROUPS
+
+
 def test_ui_shows_the_demo_materialisations(webserver, ui_nodes):
     import dagster as dg
 
     instance = webserver["instance"]
     path_assets = [k for k in ui_nodes if _stage(k) in LINEAGE_PATH]
     assert path_assets
-    for key in [k for k, n in ui_nodes.items() if n["groupName"] not in ON_DEMAND_GROUPS]:
+    for key in [k for k, n in ui_nodes.items() if not _on_demand(n)]:
         event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
         assert event is not None, f"{key} was not materialised by the demo"
         assert [m["runId"] for m in ui_nodes[key]["assetMaterializations"]] == [event.run_id], key
+
+
+def test_no_partition_is_permanently_missing(webserver):
+    """Every partition the UI shows is one the demo materialised: the partitions are exactly the
+    recipe|stage pairs the recipes train (and the stages), so nothing stays grey or "50% filled"."""
+    from assets.defs.partitions import CHECKPOINT_KEYS, RECIPES
+
+    nodes = _graphql(webserver["base"], PARTITIONS_QUERY)["assetNodes"]
+    partitioned = {"/".join(n["assetKey"]["path"]): n["partitionStats"] for n in nodes if n["isPartitioned"] and not _on_demand(n)}
+    assert {"checkpoint", "packed", "etvlm_mixture"} <= set(partitioned)
+    assert CHECKPOINT_KEYS == [f"{name}|{stage}" for name, r in RECIPES.items() for stage in r.stages]
+    for key, stats in partitioned.items():
+        assert stats["numFailed"] == 0, key
+        assert stats["numMaterialized"] == stats["numPartitions"] > 0, (key, stats)
+    assert partitioned["checkpoint"]["numPartitions"] == len(CHECKPOINT_KEYS)
+    assert all(partitioned[k]["numPartitions"] == len(CHECKPOINT_KEYS) for k in partitioned if k.startswith("eval/"))
+
+
+def test_demo_runs_are_listed_under_their_jobs(webserver):
+    """What the job's Runs tab and the Overview timeline ask for: the job's runs carrying the
+    code location's repository label, with their repository origin. Every run `giraffe demo`
+    made must be there (execute_in_process runs would only be on the global Runs page)."""
+    from pipelines.runs import repository_label
+
+    instance, base, location = webserver["instance"], webserver["base"], webserver["location"]
+    runs = instance.get_runs()
+    assert len(runs) >= 4 and {r.job_name for r in runs} >= {"giraffe_demo", "stage_data", "train_and_eval", "report"}
+    assert repository_label() == f"__repository__@{location}"
+    for job in sorted({r.job_name for r in runs}):
+        listed = _graphql(base, JOB_RUNS_QUERY, {"job": job, "label": repository_label()})["runsOrError"]["results"]
+        assert {r["runId"] for r in listed} == {r.run_id for r in runs if r.job_name == job}, job
+        for r in listed:
+            assert r["status"] == "SUCCESS", (job, r)
+            assert r["repositoryOrigin"] == {"repositoryLocationName": location, "repositoryName": "__repository__"}
 
 
 @pytest.fixture(scope="module")

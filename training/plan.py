@@ -10,6 +10,7 @@ missing mixture shard, an unknown method - is raised here as :class:`PlanError` 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from assets.contract.layout import BASE_MODEL_REF, DataLayout
 from training.config import ConfigError, TrainConfig, validate
 from training.recipes import Recipe, previous_stage
+from training.tiny_model import original_length
 
 
 class PlanError(ValueError):
@@ -40,6 +42,24 @@ def base_model_path(recipe: Recipe, data_root: Path) -> str:
     if recipe.base_model == BASE_MODEL_REF:
         return str(DataLayout(data_root).base_model)
     return recipe.base_model
+
+
+def resolve_method(method: dict[str, Any] | None, model_path: str) -> dict[str, Any] | None:
+    """The recipe's method with a missing ``original_length`` filled in from the model it starts
+    from (L_V: the base model record's ``original_length``, else ``max_position_embeddings``),
+    so a recipe can say "M-RoPE++ to 1024 tokens" and extend from whatever base it is given."""
+    from training.positions.apply import with_original_length  # defers torch
+    from training.positions.rope import needs_lengths
+
+    if not method or not isinstance(method.get("rope"), dict) or method["rope"].get("original_length"):
+        return method
+    if not needs_lengths(str(method["rope"].get("method"))):
+        return method
+    config = Path(model_path) / "config.json"
+    length = original_length(json.loads(config.read_text())) if config.is_file() else None
+    if not length:
+        raise PlanError(f"method {method['rope'].get('method')!r} has no original_length and {config} records none")
+    return with_original_length(method, length)
 
 
 def plan_stage(
@@ -79,7 +99,7 @@ def plan_stage(
         "output_dir": str(layout.checkpoint_run(recipe.name, stage)),
         "recipe": recipe.name,
         "stage": stage,
-        "method": recipe.method,
+        "method": resolve_method(recipe.method, model_path),
         "shards": [str(shard)],
         "data_root": str(data_root),
         "steps": recipe.steps_per_stage,

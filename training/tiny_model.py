@@ -14,6 +14,27 @@ from pathlib import Path
 
 from assets.contract.chat_template import QWEN2_VL_SPECIAL_TOKENS, qwen2_vl_chat_template
 
+BASE_RECORD_KEY = "giraffe_base_model"
+"""config.json key of what the base model is (kind, size, how it was trained, its original
+context length L_V): the leaderboard's banner and the position methods' default L_V read it."""
+
+
+def base_record(config) -> dict | None:
+    """The ``giraffe_base_model`` record of a model config (object or config.json dict)."""
+    data = config.get(BASE_RECORD_KEY) if isinstance(config, dict) else getattr(config, BASE_RECORD_KEY, None)
+    return dict(data) if data else None
+
+
+def original_length(config) -> int | None:
+    """L_V, the context the base model was trained at: its record's ``original_length``, else
+    the text config's ``max_position_embeddings`` (the advertised context of a hub model)."""
+    record = base_record(config) or {}
+    if record.get("original_length"):
+        return int(record["original_length"])
+    text = config.get("text_config", config) if isinstance(config, dict) else (getattr(config, "text_config", None) or config)
+    value = text.get("max_position_embeddings") if isinstance(text, dict) else getattr(text, "max_position_embeddings", None)
+    return int(value) if value else None
+
 
 @dataclass(frozen=True)
 class TinyModelConfig:
@@ -28,7 +49,7 @@ class TinyModelConfig:
     vision_depth: int = 2
     vision_embed_dim: int = 32
     vision_heads: int = 2
-    max_position_embeddings: int = 32768
+    max_position_embeddings: int = 256  # L_V: the embedded base's original context (eval.base_model), the stages lie beyond it
     rope_theta: float = 1_000_000.0
     seed: int = 0
 
@@ -109,6 +130,11 @@ def build_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
     torch.manual_seed(cfg.seed)
     model = Qwen2VLForConditionalGeneration(config)
     model.eval()
+    setattr(
+        model.config,
+        BASE_RECORD_KEY,
+        {"kind": "embedded-tiny-random", "parameters": sum(p.numel() for p in model.parameters())},
+    )
     return model
 
 

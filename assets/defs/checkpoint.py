@@ -1,6 +1,6 @@
 """checkpoint: one stage of one recipe, trained in a subprocess launched through Dagster Pipes.
 
-The asset is partitioned by recipe x stage (``assets.defs.partitions``). It plans the run
+The asset is partitioned by the ``recipe|stage`` pairs the recipes train (``assets.defs.partitions``). It plans the run
 (``training.plan``: start weights, shards, hyper-parameters; every problem is a ``dg.Failure``
 before anything starts), writes ``run.json`` next to the checkpoint, and launches
 ``python -m training`` / ``torchrun`` / ``deepspeed`` with ``PipesSubprocessClient``: the job's
@@ -17,7 +17,8 @@ enforced here instead (a missing predecessor fails with the partition to materia
 and recorded on every materialisation: ``initialized_from_partition`` (e.g. ``mrope_pp|8k``),
 its path and the content hash of the weights the run started from, which equals the
 predecessor's ``weights_fingerprint``. The graph edges that Dagster does draw are
-``etvlm_mixture[stage] -> checkpoint[*|stage]`` and ``model/base -> checkpoint``.
+``etvlm_mixture[stage] -> checkpoint[*|stage]`` (a ``StaticPartitionMapping`` to the recipes
+training that stage) and ``model/base -> checkpoint``.
 """
 
 import json
@@ -30,15 +31,15 @@ import dagster as dg
 from assets.contract.layout import PROJECT_ROOT
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, MIXTURE_KEY, TRAINING_GROUP
 from assets.defs.metadata import TRAINING_TEAM
-from assets.defs.partitions import checkpoint_partitions
-
-# Bump when the training job's output changes for the same inputs (the loop, export, metadata).
-CHECKPOINT_CODE_VERSION = "1"
+from assets.defs.partitions import checkpoint_partitions, mixture_to_checkpoint, split_checkpoint_key
 from assets.defs.pools import GPU_POOL  # the instance limits this pool to 1
 from assets.defs.resources import DataStore
 from training.launch import LaunchConfig, build_command, describe
 from training.plan import PlanError, plan_stage
 from training.recipes import load_recipes
+
+# Bump when the training job's output changes for the same inputs (the loop, export, metadata).
+CHECKPOINT_CODE_VERSION = "1"
 
 
 class CheckpointConfig(dg.Config):
@@ -98,10 +99,7 @@ def _job_env(config: CheckpointConfig) -> dict[str, str]:
     kinds={"pytorch", "deepspeed"},
     pool=GPU_POOL,
     deps=[
-        dg.AssetDep(
-            MIXTURE_KEY,
-            partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="stage"),
-        ),
+        dg.AssetDep(MIXTURE_KEY, partition_mapping=mixture_to_checkpoint),
         dg.AssetDep(BASE_MODEL_KEY),
     ],
     description="One stage of progressive context extension for one recipe: a save_pretrained "
@@ -115,8 +113,7 @@ def checkpoint(
     store: DataStore,
     pipes_subprocess_client: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    keys = context.partition_key.keys_by_dimension
-    recipe_name, stage = keys["recipe"], keys["stage"]
+    recipe_name, stage = split_checkpoint_key(context.partition_key)
     recipes = load_recipes()
     if recipe_name not in recipes:
         raise dg.Failure(description=f"recipe {recipe_name!r} is not configured (GIRAFFE_RECIPES): {sorted(recipes)}")

@@ -2,8 +2,8 @@
 
 Thin Dagster wrappers over ``eval/`` (plain Python):
 
-* ``eval/<name>`` (group ``evaluation``): one partition per checkpoint (``recipe|stage``,
-  ``assets.defs.partitions.checkpoint_partitions``), identity-mapped to the ``checkpoint`` asset's
+* ``eval/<name>`` (group ``evaluation``): one partition per checkpoint (the ``recipe|stage``
+  pairs the recipes train, ``assets.defs.partitions.checkpoint_partitions``), identity-mapped to the ``checkpoint`` asset's
   partition and eager: when a checkpoint partition materialises (or the benchmark data
   changes), that partition's evaluations are requested. Predictions (raw outputs kept) and
   scores go to ``<data>/eval/<name>/<recipe>/<stage>/``.
@@ -31,7 +31,7 @@ from assets.contract.markdown import counts_table, markdown_table
 from assets.contract.progress import duration, rate
 from assets.defs.keys import BASE_MODEL_KEY, CHECKPOINT_KEY, EVAL_BASE_KEY, EVAL_GROUP, LEADERBOARD_GROUP, benchmark_key, eval_key
 from assets.defs.metadata import EVAL_TEAM, as_metadata, column_schema
-from assets.defs.partitions import RECIPES, checkpoint_partitions
+from assets.defs.partitions import RECIPES, checkpoint_partitions, split_checkpoint_key
 from assets.defs.resources import DataStore, SourceHub
 from assets.defs.video import VideoSamplingParams
 from eval import leaderboard as lb
@@ -40,6 +40,7 @@ from eval.formats import limit_per_split
 from eval.items import PREDICTION_SCHEMA, EvalItem, read_items
 from eval.runner import RunConfig, Runner
 from eval.scoring import EFFECTIVE_THRESHOLD
+from training.tiny_model import original_length
 
 # embedded clips are 128x96: a small per-frame budget keeps the tiny-model demo cheap
 EMBEDDED_VIDEO_PIXELS = (16 * 28 * 28, 64 * 28 * 28)
@@ -92,7 +93,8 @@ def evaluate(
     started = time.monotonic()
     rows = runner.run(items)
     seconds = time.monotonic() - started
-    summary = spec.summarize(rows, config.effective_threshold) | model_info | {"answer_mode": runner.cfg.answer_mode}
+    summary = spec.summarize(rows, config.effective_threshold) | model_info
+    summary |= {"answer_mode": runner.cfg.answer_mode, "original_length": original_length(runner.model.config)}
     accuracy = "-" if summary["accuracy"] is None else f"{100 * summary['accuracy']:.1f}%"
     context.log.info(
         f"{spec.name} on {runner.model_id}: accuracy {accuracy} over {len(items)} items in {duration(seconds)}, "
@@ -178,8 +180,7 @@ def _eval_asset(spec: Benchmark) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, config: EvalConfig, store: DataStore, hub: SourceHub) -> dg.MaterializeResult:
         if not context.has_partition_key:
             raise dg.Failure(f"{eval_key(spec.name).to_user_string()} is partitioned by recipe|stage: run it for a checkpoint partition")
-        keys = context.partition_key.keys_by_dimension
-        recipe, stage = keys["recipe"], keys["stage"]
+        recipe, stage = split_checkpoint_key(context.partition_key)
         path = store.layout.checkpoint(recipe, stage)
         if not (path / "config.json").is_file():
             raise dg.Failure(f"no checkpoint at {path}: materialise checkpoint partition {context.partition_key} first")

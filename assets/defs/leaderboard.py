@@ -18,6 +18,7 @@ from assets.defs.resources import DataStore
 from eval import leaderboard as lb
 from eval.benchmarks import BENCHMARKS
 from eval.scoring import EFFECTIVE_THRESHOLD
+from training.tiny_model import base_record, original_length
 
 REGRESSION_CHECK = "short_context_regression"
 # Bump when the board (rows, plots, the check) changes for the same scores.
@@ -32,6 +33,21 @@ class LeaderboardConfig(dg.Config):
 
 def lmms_rows(eval_root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((eval_root / "lmms_eval").glob("**/leaderboard_row.json"))]
+
+
+def base_config(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def table_value(rows: list[dict]) -> dg.TableMetadataValue:
+    """The leaderboard as a table the UI shows inline (markdown over 1000 characters only gets
+    a "Show Markdown" button), with every column's full name and its description."""
+    shown, table = lb.display_rows(rows)
+    schema = dg.TableSchema(columns=[dg.TableColumn(c.header, "string", description=c.description or None) for c in shown])
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in table], schema=schema)
 
 
 @dg.asset(
@@ -57,11 +73,13 @@ def leaderboard(context: dg.AssetExecutionContext, config: LeaderboardConfig, st
     labels = {m: (lb.method_label(None) if m == lb.BASE else method_of(m.split("/")[0])) for m in results}
     rows = [lb.row_for(m, s, labels[m]) for m, s in results.items()] + lmms_rows(eval_root)
     rows = lb.sort_rows(rows, STAGES)
-    plots = lb.plots(results, rows, labels, config.effective_threshold)
+    base = base_config(store.layout.base_model)
+    banner = lb.base_banner(base_record(base))
+    plots = lb.plots(results, rows, labels, config.effective_threshold, {"original_length": original_length(base)})
     out = store.stage_dir("leaderboard")
     for key, _, png in plots:
         write_bytes(out / f"{key}.png", png)
-    table = lb.markdown(rows)
+    table = lb.markdown(rows, banner)
     if any(r.get("answer_mode") and "likelihood" in r["answer_mode"] for r in rows):
         table += "\n\n" + lb.LIKELIHOOD_NOTE
     write_text(out / "leaderboard.md", table + "\n")
@@ -84,9 +102,11 @@ def leaderboard(context: dg.AssetExecutionContext, config: LeaderboardConfig, st
         },
     )
     return dg.MaterializeResult(
-        metadata={
+        metadata={  # the table first: the UI lists metadata in this order
+            "leaderboard": table_value(rows) if rows else dg.MetadataValue.text("(nothing evaluated yet)"),
+            **({"base_model": dg.MetadataValue.text(banner)} if banner else {}),
+            "leaderboard_markdown": dg.MetadataValue.md(table),
             "models": len(results),
-            "leaderboard": dg.MetadataValue.md(table),
             **{key: dg.MetadataValue.md(png_markdown(png, title)) for key, title, png in plots},
             **{key: dg.MetadataValue.md(text) for key, text in lb.tables(rows)},
             "path": dg.MetadataValue.path(str(out)),

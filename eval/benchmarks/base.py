@@ -22,17 +22,37 @@ from eval.items import EvalItem
 from eval.scoring import EFFECTIVE_THRESHOLD, Row, base_summary
 
 
+PCT, SCORE, EFFECTIVE, TEXT = "pct", "score", "effective", "text"
+
+
 @dataclass(frozen=True)
 class Column:
-    """One leaderboard column: ``key`` in the rows (and leaderboard.json), ``header`` in the
-    markdown table; ``in_table=False`` keeps a value in the rows only."""
+    """One leaderboard column: ``key`` in the rows (and leaderboard.json), ``header`` (the full
+    name) in the tables; ``in_table=False`` keeps a value in the rows only. ``kind`` says how a
+    cell is written: ``pct`` an accuracy in % with its 95% Wilson interval and item count,
+    ``score`` a score out of its maximum (MME), ``effective`` the effective length in words,
+    ``text`` as it is. ``description`` is the column's tooltip in the UI table."""
 
     key: str
     header: str
     in_table: bool = True
+    kind: str = TEXT
+    description: str = ""
 
 
 Plot = tuple[str, str, bytes]  # (file and metadata key, title, PNG)
+
+
+@dataclass(frozen=True)
+class LmmsLocalTask:
+    """An lmms-eval task that can run on the local copy of this benchmark: lmms-eval's own task
+    file (``yaml``, relative to ``lmms_eval/tasks``) with its dataset pointed at the rows of the
+    published table (``data_files``, relative to the sample) that became items, as ``split``."""
+
+    task: str
+    yaml: str
+    split: str
+    data_files: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,7 @@ class Benchmark:
     columns: tuple[Column, ...] = ()
     regression_metric: str | None = None  # the column compared with the base model
     lmms_tasks: tuple[str, ...] = ()  # lmms-eval tasks that measure the same thing
+    lmms_local: tuple[LmmsLocalTask, ...] = ()  # of those, the ones that run on the local sample
     base_metadata_keys: tuple[str, ...] = ()  # of ``metadata()``: what the base model's asset shows
 
     # -- data
@@ -77,6 +98,11 @@ class Benchmark:
     def cells(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
+    def cell_stats(self, summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """What each cell rests on, by column key: ``n`` (items), ``correct`` (for the
+        interval), ``chance`` (same unit as the cell), ``max`` (scores), ``text`` (words)."""
+        return {}
+
     def lmms_cells(self, tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """This benchmark's cells from an lmms-eval results file's ``results`` (task -> metrics)."""
         return {}
@@ -87,7 +113,10 @@ class Benchmark:
         rows: Sequence[Mapping[str, Any]],
         labels: Mapping[str, str],
         threshold: float,
+        context: Mapping[str, Any] | None = None,
     ) -> list[Plot]:
+        """``context``: what the plots may mark, e.g. ``original_length`` (the base model's
+        original context in tokens)."""
         return []
 
     def tables(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from assets.sources.embedded.media import encode_video
-from eval.benchmarks.base import Benchmark, Column
+from eval.benchmarks.base import PCT, Benchmark, Column
 from eval.embedded import (
     PATTERN_NAMES,
     duration_question,
@@ -31,7 +31,7 @@ from eval.formats import (
     LoadContext,
 )
 from eval.items import CHOICE, EvalItem
-from eval.scoring import lmms_metric, pct
+from eval.scoring import lmms_metric, pct, pct_stats
 
 
 def load_longvideobench(ctx: LoadContext) -> list[EvalItem]:
@@ -135,6 +135,9 @@ class LongVideoBench(Benchmark):
     def cells(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         return {"longvideobench": pct(summary["accuracy"])}
 
+    def cell_stats(self, summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        return {"longvideobench": pct_stats(summary)}
+
     def lmms_cells(self, tasks) -> dict[str, Any]:
         task = next((tasks[t] for t in LMMS_TASKS if t in tasks), None)
         if task is None:
@@ -154,6 +157,8 @@ BENCHMARK = LongVideoBench(
     split_archives=(("videos.tar.part.*", "videos.tar"),),
     split_label="duration_group",
     paper="GIRAFFE Table 5 (duration groups 8-15 s, 15-60 s, 180-600 s, 900-3600 s)",
-    columns=(Column("longvideobench", "LongVideoBench"),),
+    columns=(
+        Column("longvideobench", "LongVideoBench val (%)", kind=PCT, description="accuracy over the duration groups (5 options: chance 20%)"),
+    ),
     lmms_tasks=LMMS_TASKS[:1],
 )

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from assets.sources.embedded.media import COLOURS, image_bytes
-from eval.benchmarks.base import Benchmark, Column
+from eval.benchmarks.base import PCT, Benchmark, Column, LmmsLocalTask
 from eval.embedded import (
     SHAPES,
     choices,
@@ -31,7 +31,7 @@ from eval.formats import (
     safe_name,
 )
 from eval.items import CHOICE, EvalItem
-from eval.scoring import lmms_metric, pct
+from eval.scoring import lmms_metric, pct, pct_stats
 
 MMBENCH_OPTIONS_HEADER = "There are several options:"
 
@@ -65,6 +65,7 @@ def load_mmbench(ctx: LoadContext) -> list[EvalItem]:
                 images=[str(path)],
                 split=str(row.get("category")),
                 extra={
+                    "source_row": idx,
                     "l2_category": row.get("L2-category", row.get("l2-category")),
                     "source": row.get("source"),
                     "hint": hint,
@@ -104,8 +105,8 @@ def _mmbench_item(rng: random.Random, category: str) -> tuple[Image.Image, str, 
 
 
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
-    """lmms-lab-encoder/MMBench config ``en``: ``en/dev-00000-of-00001.parquet`` (index, question, hint,
-    answer, A-D with absent options empty, category, image, source, L2-category, comment,
+    """lmms-lab-encoder/MMBench config ``en``: ``en/dev-00000-of-00001.parquet`` (index (int64), question,
+    hint, answer, A-D with absent options empty, category, image, source, L2-category, comment,
     split)."""
     import datasets
 
@@ -120,23 +121,22 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
         for _ in range(4):
             img, question, hint, opts, right = _mmbench_item(rng, category)
             letters = dict(zip("ABCD", opts + [None] * (4 - len(opts))))
-            rows.append(
-                {
-                    "index": str(len(rows) + 1000),
-                    "question": question,
-                    "hint": hint or None,
-                    "answer": "ABCD"[right],
-                    **letters,
-                    "category": category,
-                    "image": {"bytes": image_bytes(img, "PNG"), "path": f"{len(rows)}.png"},
-                    "source": "giraffe_embedded",
-                    "L2-category": l2[category],
-                    "comment": None,
-                    "split": "dev",
-                }
-            )
-    rows.append({**rows[0], "index": "9999", "answer": "E"})  # answer letter with no option behind it
-    features = {k: datasets.Value("string") for k in rows[0]} | {"image": datasets.Image()}
+            rows.append({
+                "index": len(rows) + 1000,
+                "question": question,
+                "hint": hint or None,
+                "answer": "ABCD"[right],
+                **letters,
+                "category": category,
+                "image": {"bytes": image_bytes(img, "PNG"), "path": f"{len(rows)}.png"},
+                "source": "giraffe_embedded",
+                "L2-category": l2[category],
+                "comment": None,
+                "split": "dev",
+            })
+    rows.append({**rows[0], "index": 9999, "answer": "E"})  # answer letter with no option behind it
+    # the hub's types: index int64 (lmms-eval's MMBench scorer compares it with 1e6), image an Image
+    features = {k: datasets.Value("string") for k in rows[0]} | {"index": datasets.Value("int64"), "image": datasets.Image()}
     write_parquet(rows, features, root / "en" / "dev-00000-of-00001.parquet")
 
 
@@ -153,6 +153,9 @@ class MMBench(Benchmark):
     def cells(self, summary: Mapping[str, Any]) -> dict[str, Any]:
         return {"mmbench": pct(summary["accuracy"])}
 
+    def cell_stats(self, summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        return {"mmbench": pct_stats(summary)}
+
     def lmms_cells(self, tasks) -> dict[str, Any]:
         task = next((tasks[t] for t in LMMS_TASKS if t in tasks), None)
         return {} if task is None else {"mmbench": lmms_metric(task, "gpt_eval_score")}
@@ -167,7 +170,10 @@ BENCHMARK = MMBench(
     split_label="category",
     paper="GIRAFFE Table 6 (MMBench en)",
     short_context=True,
-    columns=(Column("mmbench", "MMBench"),),
+    columns=(
+        Column("mmbench", "MMBench en dev (%)", kind=PCT, description="accuracy (3-4 options; chance is the mean of 1/options)"),
+    ),
     regression_metric="mmbench",
     lmms_tasks=LMMS_TASKS[:1],
+    lmms_local=(LmmsLocalTask("mmbench_en_dev", "mmbench/mmbench_en_dev.yaml", "dev", "en/dev-*.parquet"),),
 )

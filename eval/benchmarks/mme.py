@@ -22,7 +22,7 @@ from PIL import Image
 
 from assets.contract.markdown import Markdown, markdown_table
 from assets.sources.embedded.media import COLOURS, image_bytes
-from eval.benchmarks.base import Benchmark, Column
+from eval.benchmarks.base import PCT, SCORE, Benchmark, Column, LmmsLocalTask
 from eval.embedded import (
     SHAPES,
     draw_objects,
@@ -56,6 +56,8 @@ MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_transla
 
 
 MME_FULL_MAX = 2000 + 800  # 10 perception + 4 cognition categories, 200 each
+MME_CATEGORY_MAX = 200  # acc + acc+ in %, per category
+MME_CATEGORY_CHANCE = 75  # a coin per question: acc 50% + acc+ 25% (both of an image's two questions)
 
 
 def mme_scores(rows: Sequence[Row]) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def load_mme(ctx: LoadContext) -> list[EvalItem]:
                 images=[str(path)],
                 split=str(row["category"]),
                 group=qid,
-                extra={"question_id": qid},
+                extra={"question_id": qid, "source_row": idx},
             )
         )
     return items
@@ -243,6 +245,23 @@ class MME(Benchmark):
             "mme_pct": None if scores.get("total_pct") is None else round(scores["total_pct"], 1),
         }
 
+    def cell_stats(self, summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Maximum and chance of the categories evaluated (the full set's are 2000 and 800)."""
+        scores = summary.get("mme")
+        if not scores:
+            return {}
+        out = {}
+        for kind, key in (("perception", "mme_perception"), ("cognition", "mme_cognition")):
+            cats = [c for c in scores["categories"].values() if c["kind"] == kind]
+            out[key] = {
+                "n": sum(c["questions"] for c in cats),
+                "max": MME_CATEGORY_MAX * len(cats),
+                "chance": MME_CATEGORY_CHANCE * len(cats),
+            }
+        scored = [c for c in scores["categories"].values() if c["kind"] != "other"]
+        out["mme_pct"] = {"n": sum(c["questions"] for c in scored), "chance": 100 * MME_CATEGORY_CHANCE / MME_CATEGORY_MAX}
+        return out
+
     def lmms_cells(self, tasks) -> dict[str, Any]:
         if "mme" not in tasks:
             return {}
@@ -265,8 +284,16 @@ BENCHMARK = MME(
     split_label="category",
     paper="GIRAFFE Table 6 (MME perception / cognition)",
     short_context=True,
-    columns=(Column("mme_perception", "MME-P"), Column("mme_cognition", "MME-C"), Column("mme_pct", "MME %")),
+    columns=(
+        Column("mme_perception", "MME perception (score / max)", kind=SCORE,
+               description="sum over the perception categories evaluated of acc + acc+ (200 per category; 2000 on the full set)"),
+        Column("mme_cognition", "MME cognition (score / max)", kind=SCORE,
+               description="sum over the cognition categories evaluated of acc + acc+ (200 per category; 800 on the full set)"),
+        Column("mme_pct", "MME total (% of max)", kind=PCT,
+               description="perception + cognition as a share of the maximum over the categories evaluated (chance 37.5%)"),
+    ),
     regression_metric="mme_pct",
     lmms_tasks=("mme",),
+    lmms_local=(LmmsLocalTask("mme", "mme/mme.yaml", "test", "data/test-*.parquet"),),
     base_metadata_keys=("mme_perception", "mme_cognition"),
 )

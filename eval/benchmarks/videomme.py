@@ -16,7 +16,7 @@ from typing import Any
 
 from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
 from assets.sources.embedded.media import encode_video
-from eval.benchmarks.base import Benchmark, Column, Plot
+from eval.benchmarks.base import PCT, Benchmark, Column, Plot
 from eval.embedded import (
     PATTERN_NAMES,
     duration_question,
@@ -32,7 +32,7 @@ from eval.formats import (
     parse_lettered,
 )
 from eval.items import CHOICE, EvalItem
-from eval.scoring import lmms_metric, pct
+from eval.scoring import lmms_metric, pct, pct_stats, wilson_interval
 
 VIDEOMME_OPTION_PROMPT = (
     "Select the best answer to the following multiple-choice question based on the video and the subtitles. "
@@ -131,8 +131,13 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
 VIDEOMME_DURATIONS = ("short", "medium", "long")
 
 
+HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
+CHANCE_PCT = 25.0  # four options
+
+
 def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """Grouped bars: VideoMME accuracy by duration (and overall), one bar per model."""
+    """Grouped bars: VideoMME accuracy by duration (and overall), one bar per model with its own
+    hatch and its 95% Wilson interval; chance (25%) dotted."""
     groups = (*VIDEOMME_DURATIONS, "overall")
     models = [r for r in rows if r.get("videomme_overall") is not None]
     fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
@@ -140,10 +145,18 @@ def videomme_plot(rows: Sequence[Mapping[str, Any]]) -> bytes:
     for i, r in enumerate(models):
         ys = [r.get(f"videomme_{g}") or 0.0 for g in groups]
         xs = [g + (i - (len(models) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, ys, width=width, label=f"{r['model']} ({r['method']})")
+        err = [[], []]
+        for g, y in zip(groups, ys):
+            st = (r.get("stats") or {}).get(f"videomme_{g}") or {}
+            ci = wilson_interval(st["correct"], st["n"]) if st.get("correct") is not None and st.get("n") else None
+            err[0].append(y - 100 * ci[0] if ci else 0.0)
+            err[1].append(100 * ci[1] - y if ci else 0.0)
+        ax.bar(xs, ys, width=width, label=f"{r['model']} ({r['method']}, {r['source']})", hatch=HATCHES[i % len(HATCHES)],
+               edgecolor="black", linewidth=0.4, yerr=err, capsize=2, error_kw={"elinewidth": 0.7})
+    ax.axhline(CHANCE_PCT, color="black", linestyle=":", linewidth=1, label=f"chance ({CHANCE_PCT:.0f}%)")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%, 95% interval)")
     ax.set_ylim(0, 100)
     ax.set_title("Video-MME by duration")
     if models:
@@ -162,12 +175,16 @@ class VideoMME(Benchmark):
         out = {f"videomme_{d}": pct((summary["by_split"].get(d) or {}).get("accuracy")) for d in VIDEOMME_DURATIONS}
         return out | {"videomme_overall": pct(summary["accuracy"])}
 
+    def cell_stats(self, summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {f"videomme_{d}": pct_stats(summary["by_split"].get(d)) for d in VIDEOMME_DURATIONS}
+        return out | {"videomme_overall": pct_stats(summary)}
+
     def lmms_cells(self, tasks) -> dict[str, Any]:
         if "videomme" not in tasks:
             return {}
         return {"videomme_overall": lmms_metric(tasks["videomme"], "videomme_perception_score")}
 
-    def plots(self, results, rows, labels, threshold) -> list[Plot]:
+    def plots(self, results, rows, labels, threshold, context=None) -> list[Plot]:
         return [("videomme_by_duration", "Video-MME by duration", videomme_plot(rows))]
 
 
@@ -182,10 +199,10 @@ BENCHMARK = VideoMME(
     split_label="duration",
     paper="GIRAFFE Table 5 (short / medium / long / overall)",
     columns=(
-        Column("videomme_short", "VideoMME S"),
-        Column("videomme_medium", "M"),
-        Column("videomme_long", "L"),
-        Column("videomme_overall", "overall"),
+        Column("videomme_short", "Video-MME short (%)", kind=PCT, description="accuracy on short videos (< 2 min on the hub; 6 s clips in the embedded sample)"),
+        Column("videomme_medium", "Video-MME medium (%)", kind=PCT, description="accuracy on medium videos (4-15 min on the hub; 12 s clips embedded)"),
+        Column("videomme_long", "Video-MME long (%)", kind=PCT, description="accuracy on long videos (30-60 min on the hub; 20 s clips embedded)"),
+        Column("videomme_overall", "Video-MME overall (%)", kind=PCT, description="accuracy over every Video-MME item (4 options: chance 25%)"),
     ),
     lmms_tasks=("videomme",),
 )

@@ -37,7 +37,7 @@ import pydantic
 from PIL import Image
 
 from assets.contract.markdown import PLOT_WIDE, Markdown, figure_png, markdown_table, png_markdown, pyplot
-from eval.benchmarks.base import Benchmark, Column, Plot
+from eval.benchmarks.base import EFFECTIVE, PCT, Benchmark, Column, Plot
 from eval.embedded import (
     SHAPES,
     draw_objects,
@@ -47,7 +47,7 @@ from eval.formats import (
     LoadContext,
 )
 from eval.items import YES_NO, EvalItem
-from eval.scoring import Row, effective_length, haystack_curve
+from eval.scoring import Row, effective_length, haystack_curve, pct_stats, wilson_interval
 
 VH_DIR = "single_needle/VHs_large"
 
@@ -238,25 +238,76 @@ def load_visual_haystack(ctx: LoadContext) -> list[EvalItem]:
     return items
 
 
-def haystack_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], labels: Mapping[str, str], threshold: float = 0.6) -> bytes:
-    """Accuracy (%) vs number of images, one line per model, the threshold dashed (Figure 4)."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+CHANCE = 0.5  # yes/no
+
+
+def model_style(i: int) -> dict[str, Any]:
+    """Marker and line style of the i-th model, so curves that coincide stay distinguishable."""
+    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def haystack_plot(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    labels: Mapping[str, str],
+    threshold: float = 0.6,
+    original_length: int | None = None,
+) -> bytes:
+    """Accuracy (%) vs number of images, one line per model with its 95% Wilson interval,
+    the threshold dashed, chance dotted (Figure 4). Models are drawn with their own marker and
+    line style and dodged a little along x, so identical curves do not hide each other; the
+    number of images whose prompts first exceed the base model's original context is marked."""
     fig, ax = pyplot().subplots(figsize=PLOT_WIDE)
-    for model, points in curves.items():
-        xs = [p["n_images"] for p in points]
+    k = len(curves)
+    beyond: int | None = None
+    for i, (model, points) in enumerate(curves.items()):
+        dodge = 1.0 + 0.035 * (i - (k - 1) / 2)
+        xs = [p["n_images"] * dodge for p in points]
         ys = [100 * p["accuracy"] for p in points]
-        ax.plot(xs, ys, marker="o", label=labels.get(model, model))
+        lo, hi = [], []
+        for p, y in zip(points, ys):
+            ci = wilson_interval(int(p.get("correct", round(p["accuracy"] * p["n"]))), int(p["n"]))
+            lo.append(y - 100 * ci[0] if ci else 0.0)
+            hi.append(100 * ci[1] - y if ci else 0.0)
+        ax.errorbar(xs, ys, yerr=[lo, hi], capsize=2, elinewidth=0.7, markersize=4, label=labels.get(model, model), **model_style(i))
+        if original_length and beyond is None:
+            beyond = next((p["n_images"] for p in points if (p.get("mean_tokens") or 0) > original_length), None)
     ax.axhline(100 * threshold, color="grey", linestyle="--", linewidth=1, label=f"{threshold:.0%} (effective length)")
-    ax.axhline(50, color="lightgrey", linestyle=":", linewidth=1)
+    ax.axhline(100 * CHANCE, color="black", linestyle=":", linewidth=1, label=f"chance ({CHANCE:.0%})")
+    if beyond is not None:
+        ax.axvline(beyond, color="tab:red", linewidth=0.8, alpha=0.6, label=f"prompts > original context ({original_length} tokens)")
+    ns = sorted({p["n_images"] for points in curves.values() for p in points})
     ax.set_xscale("log")
+    if ns:
+        ax.set_xticks(ns)
+        ax.set_xticklabels([str(n) for n in ns], fontsize=7)
+        ax.minorticks_off()
     ax.set_xlabel("number of images")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%, 95% interval)")
     ax.set_ylim(-2, 102)
     ax.set_title("Visual Haystack single needle")
     ax.legend(fontsize=9, loc="lower left")
     return figure_png(fig)
 
 
-EMBEDDED_ITEMS_PER_SIZE, HUB_ITEMS_PER_SIZE = 2, 100_000  # hub: as many as each file holds
+def effective_text(summary: Mapping[str, Any]) -> str:
+    """The effective length in words: a number, or where the curve fails."""
+    eff = summary.get("effective_length") or {}
+    curve = summary.get("curve") or []
+    threshold = f"{eff.get('threshold', 0.6):.0%}"
+    if eff.get("n_images") is not None:
+        tokens = "" if eff.get("tokens") is None else f" (~{round(eff['tokens'])} tokens)"
+        return f"{eff['n_images']} images{tokens}"
+    if not curve:
+        return "not evaluated"
+    ns = [p["n_images"] for p in curve]
+    if eff.get("last_passing_n") is None:
+        return f"below {threshold} at every N ({min(ns)}-{max(ns)})"
+    return f"below {threshold} at N={min(ns)} (passes at N={eff['last_passing_n']})"
+
+
+EMBEDDED_ITEMS_PER_SIZE, HUB_ITEMS_PER_SIZE = 8, 100_000  # hub: as many as each file holds
 
 
 class HaystackOptions(pydantic.BaseModel):
@@ -269,7 +320,7 @@ class HaystackOptions(pydantic.BaseModel):
     items_per_size: Optional[int] = pydantic.Field(
         default=None,
         description="Items per count, balanced yes/no; None: every entry of the file on the hub (100 per count), "
-        "2 on the embedded sample (one yes, one no: the demo's curve, kept cheap).",
+        "8 on the embedded sample (four yes, four no: a 95% interval of about +-30 points per N, kept cheap).",
     )
     image_size: int = pydantic.Field(
         default=56, description="Embedded sample only: side of the drawn images (56 px = 4 visual tokens)."
@@ -314,7 +365,7 @@ class VisualHaystack(Benchmark):
                 for p in summary["curve"]
             ]
         )
-        png = haystack_plot({summary["model"]: summary["curve"]}, {}, eff["threshold"])
+        png = haystack_plot({summary["model"]: summary["curve"]}, {}, eff["threshold"], summary.get("original_length"))
         return {
             "effective_length_images": eff["n_images"],
             "effective_length_tokens": eff["tokens"],
@@ -329,17 +380,27 @@ class VisualHaystack(Benchmark):
             "vh_effective_images": eff.get("n_images"),
             "vh_effective_tokens": None if eff.get("tokens") is None else round(eff["tokens"]),
             "vh_last_passing_images": eff.get("last_passing_n"),
+            "vh_accuracy": None if summary.get("accuracy") is None else round(100 * summary["accuracy"], 1),
         }
 
-    def plots(self, results, rows, labels, threshold) -> list[Plot]:
+    def cell_stats(self, summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        return {"vh_effective_images": {"text": effective_text(summary)}, "vh_accuracy": pct_stats(summary)}
+
+    def plots(self, results, rows, labels, threshold, context=None) -> list[Plot]:
         curves = {m: s[self.name]["curve"] for m, s in results.items() if self.name in s}
-        png = haystack_plot(curves, {m: f"{m} ({labels[m]})" for m in curves}, threshold)
+        png = haystack_plot(curves, {m: f"{m} ({labels[m]})" for m in curves}, threshold, (context or {}).get("original_length"))
         return [("visual_haystack", "Visual Haystack accuracy vs number of images", png)]
 
     def tables(self, rows) -> list[tuple[str, str]]:
         native = [r for r in rows if r["source"] == "native"]
         table = [
-            {"model": r["model"], "method": r["method"], "images": r["vh_effective_images"], "tokens": r["vh_effective_tokens"]}
+            {
+                "model": r["model"],
+                "method": r["method"],
+                "effective length": (r.get("stats") or {}).get("vh_effective_images", {}).get("text", "–"),
+                "images": r["vh_effective_images"],
+                "tokens": r["vh_effective_tokens"],
+            }
             for r in native
         ]
         return [("effective_length", markdown_table(table))]
@@ -355,9 +416,12 @@ BENCHMARK = VisualHaystack(
     paper="GIRAFFE 3.1, Figure 4: accuracy by number of images, effective length at 60%",
     options=HaystackOptions,
     columns=(
-        Column("vh_effective_images", "VH eff. images"),
-        Column("vh_effective_tokens", "VH eff. tokens"),
-        Column("vh_last_passing_images", "VH last passing images", in_table=False),
+        Column("vh_effective_images", "Visual Haystack effective length", kind=EFFECTIVE,
+               description="largest number of images N with accuracy >= 60% at N and at every smaller N evaluated, "
+               "with that N's mean prompt tokens (GIRAFFE 3.1; chance is 50%)"),
+        Column("vh_accuracy", "Visual Haystack accuracy, all N (%)", kind=PCT, description="yes/no accuracy over every N (chance 50%)"),
+        Column("vh_effective_tokens", "Visual Haystack effective length (tokens)", in_table=False),
+        Column("vh_last_passing_images", "Visual Haystack largest passing N", in_table=False),
     ),
     base_metadata_keys=("haystack_curve", "accuracy_by_images", "effective_length_images", "effective_length_tokens"),
 )

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from training.positions.rope import RopeMethodConfig, RotaryShape, compute_frequencies
+from training.positions.rope import RopeMethodConfig, RotaryShape, compute_frequencies, needs_lengths
 from training.positions.v2pe import IMAGE, VIDEO, DeltaSampler, V2PEConfig, v2pe_mrope_positions
 
 CONFIG_KEY = "giraffe_position_method"
@@ -54,6 +54,15 @@ class PositionMethodConfig:
             rope=RopeMethodConfig.from_dict(data.get("rope") or {}),
             v2pe=V2PEConfig.from_dict(v2pe) if v2pe else None,
         )
+
+
+def with_original_length(method: dict[str, Any], length: int | None) -> dict[str, Any]:
+    """A method dict whose scaled rope method lacks ``original_length`` gets ``length`` (the
+    model's L_V); anything else is returned as it is."""
+    rope = method.get("rope")
+    if not isinstance(rope, dict) or rope.get("original_length") or not length or not needs_lengths(str(rope.get("method"))):
+        return method
+    return {**method, "rope": {**rope, "original_length": int(length)}}
 
 
 def as_position_method(method: PositionMethodConfig | RopeMethodConfig | V2PEConfig | dict) -> PositionMethodConfig:
@@ -207,6 +216,10 @@ def apply_position_method(model, method: PositionMethodConfig | RopeMethodConfig
     Frequencies are always computed from the config's stock base, so applying a second
     method replaces the first rather than stacking on it.
     """
+    if isinstance(method, dict):  # a recipe may leave L_V to the model it is applied to
+        from training.tiny_model import original_length
+
+        method = with_original_length(method, original_length(model.config))
     cfg = as_position_method(method)
     text_config = _text_config(model)
     rope_type = str(_rope_parameters(text_config).get("rope_type", "default"))

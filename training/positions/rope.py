@@ -257,6 +257,11 @@ def _mrope_plus_plus(shape: RotaryShape, cfg: RopeMethodConfig) -> tuple[torch.T
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)  # none, base, pi, ntk, yarn, mrope++
 
 
+def needs_lengths(name: str) -> bool:
+    """Whether method ``name`` extends from ``original_length`` to ``target_length``."""
+    return name in _SCALED_METHODS
+
+
 def compute_frequencies(cfg: RopeMethodConfig, shape: RotaryShape) -> RopeFrequencies:
     """The method's inverse frequencies (float32, one per pair) and cos/sin scaling."""
     inv_freq, attention_scaling = METHODS[cfg.method](shape, cfg)

@@ -1,0 +1,173 @@
+"""The embedded base model: a tiny Qwen2-VL taught the benchmarks' task types at a short context.
+
+``model/base`` on the embedded default calls :func:`build_base_model`. It builds the tiny
+model (``training.tiny_model``: BPE tokenizer on the sample text, real special tokens, seeded
+random weights), then, unless told not to, teaches it the task types of the embedded benchmarks
+(``eval.synthetic``: items from the benchmarks' own generators at other seeds, plus planted-fact
+retrieval) with ``training.base_training``, on items no longer than ``original_length`` tokens.
+
+That length is the model's original context L_V: it is written into the config
+(``giraffe_base_model.original_length`` and ``max_position_embeddings``), the position methods
+take it as their default ``original_length``, and the evaluation reaches far past it (Visual
+Haystack with up to 150 images is several times it), so the curve falls where the model has
+never been and context extension has something to do.
+
+The result is cached by content hash: the hash of the tokenizer corpus settings, the model
+shape, the training settings and the training items themselves (rows and media bytes). A
+second call with the same inputs reuses the saved folder (seconds), a changed input retrains.
+Writes are atomic (a temporary folder renamed into place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.items import EvalItem
+from eval.runner import Prepared, RunConfig, Runner
+from eval.synthetic import DESCRIBE, SyntheticConfig, items_fingerprint, tokenizer_texts, training_items
+from training.base_training import BaseTrainingConfig, train_base
+from training.tiny_model import BASE_RECORD_KEY, TinyModelConfig, build_model, train_tokenizer
+
+BASE_MODEL_VERSION = 1  # bump when the recipe changes for the same inputs
+CACHE_FILE = "giraffe_base.json"
+HELD_OUT = 64
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    """Everything the embedded base model depends on (its cache key, with the items' hash)."""
+
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    training: BaseTrainingConfig = field(default_factory=BaseTrainingConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    original_length: int = 256
+    tokenizer_documents: int = 400
+    corpus_seed: int = 0
+    teach: bool = True
+
+    def key(self, items_hash: str) -> str:
+        data = {
+            "version": BASE_MODEL_VERSION,
+            "tiny": asdict(self.tiny),
+            "training": self.training.to_dict(),
+            "synthetic": self.synthetic.key(),
+            "original_length": self.original_length,
+            "tokenizer_documents": self.tokenizer_documents,
+            "corpus_seed": self.corpus_seed,
+            "teach": self.teach,
+            "items": items_hash,
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class BaseModelResult:
+    path: Path
+    cached: bool
+    record: dict[str, Any]
+    held_out: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _accuracy_by_task(rows: Iterable[dict]) -> dict[str, float]:
+    by: dict[str, list[bool]] = {}
+    for r in rows:
+        by.setdefault(r["benchmark"], []).append(bool(r["correct"]))
+    return {k: sum(v) / len(v) for k, v in sorted(by.items())}
+
+
+def prepare_within(runner: Runner, items: Sequence[EvalItem], max_tokens: int) -> tuple[list[Prepared], dict[str, int]]:
+    """The items whose prompt + answer fit ``max_tokens``, prepared once (images opened,
+    videos sampled); and how many of each benchmark were dropped as longer."""
+    kept, dropped = [], {}
+    for item in items:
+        prepared = runner.prepare(item)
+        n = int(runner.encode([prepared])["input_ids"].shape[1]) + 3  # + answer and <|im_end|>
+        if n <= max_tokens:
+            kept.append(prepared)
+        else:
+            dropped[item.benchmark] = dropped.get(item.benchmark, 0) + 1
+    return kept, dropped
+
+
+def build_base_model(
+    out_dir: Path,
+    work_dir: Path,
+    texts: Callable[[], Iterable[str]],
+    spec: BaseModelSpec = BaseModelSpec(),
+    run_config: RunConfig = RunConfig(answer_mode="likelihood"),
+    log: Callable[[str], None] | None = None,
+) -> BaseModelResult:
+    """The base model at ``out_dir`` (``save_pretrained`` layout), taught or reused from cache."""
+    import torch
+
+    from training.processor import build_processor
+
+    log = log or (lambda msg: None)
+    items = training_items(work_dir, spec.synthetic) if spec.teach else []
+    key = spec.key(items_fingerprint(items) if items else "none")
+    stamp = out_dir / CACHE_FILE
+    if stamp.is_file() and (out_dir / "config.json").is_file():
+        saved = json.loads(stamp.read_text())
+        if saved.get("key") == key:
+            log(f"base model: reusing {out_dir} (content hash {key})")
+            return BaseModelResult(out_dir, True, saved["record"], saved.get("held_out", []), saved.get("losses", []))
+
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(tokenizer_texts(texts(), items), spec.tiny.vocab_size)
+    processor = build_processor(tokenizer)
+    model = build_model(tokenizer, spec.tiny)
+    record: dict[str, Any] = {
+        "kind": "embedded-tiny-random",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "original_length": spec.original_length,
+    }
+    held_out, losses = [], []
+    if spec.teach:
+        torch.manual_seed(spec.training.seed)
+        runner = Runner(model, processor, "base", run_config)
+        prepared, dropped = prepare_within(runner, items, spec.original_length)
+        random.Random(spec.training.seed).shuffle(prepared)
+        held = [p for p in prepared if p.item.benchmark != DESCRIBE][:HELD_OUT]  # scored items only
+        kept = {id(p) for p in held}
+        train = [p for p in prepared if id(p) not in kept]
+        log(f"base model: {len(train)} training items within {spec.original_length} tokens "
+            f"({len(held)} held out; longer, not used: {dropped or 'none'})")
+        before = _accuracy_by_task(runner.run([p.item for p in held]))
+        rng = random.Random(spec.training.seed)
+        size = min(spec.training.batch_size, len(train))
+        result = train_base(model, lambda step: runner.training_batch(rng.sample(train, size)), spec.training, log)
+        after = _accuracy_by_task(runner.run([p.item for p in held]))
+        held_out = [{"task": k, "items": sum(p.item.benchmark == k for p in held), "before": round(100 * before[k], 1),
+                     "after": round(100 * after.get(k, 0.0), 1)} for k in before]
+        losses = result.losses
+        record.update(
+            kind="embedded-tiny",
+            steps=spec.training.steps,
+            training_items=len(train),
+            minutes=round((time.perf_counter() - started) / 60, 1),
+            device="CPU" if not torch.cuda.is_available() else "GPU",
+            tokens_per_s=round(result.tokens_per_s),
+            held_out_accuracy={k: round(100 * v, 1) for k, v in after.items()},
+        )
+    model.config.text_config.max_position_embeddings = spec.original_length
+    setattr(model.config, BASE_RECORD_KEY, record)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / CACHE_FILE).write_text(json.dumps({"key": key, "record": record, "held_out": held_out, "losses": losses}, indent=1))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    log(f"base model: written to {out_dir} (content hash {key})")
+    return BaseModelResult(out_dir, False, record, held_out, losses)

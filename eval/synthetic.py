@@ -1,0 +1,183 @@
+"""Training items of the embedded benchmarks' task types, for the base model to learn them.
+
+The embedded base model starts from random weights, so on its own every score is chance and no
+extension method can be told apart from another. ``model/base`` therefore teaches it the task
+types first, at its original context only. The items come from the benchmarks' own embedded
+generators and loaders (``Benchmark.generate`` + ``Benchmark.load``, the same prompts, media
+and answers as the evaluated items) drawn at *other seeds*, so no evaluated item is trained on:
+
+* Visual Haystack needle questions over a few images (1 to a few, never a long haystack);
+* MME yes/no and MMBench multiple-choice questions true of drawn pictures;
+* Video-MME and LongVideoBench questions true of the clips (which test pattern, how long);
+* planted-fact retrieval in text: a short document with a fact at a random depth and four
+  locker numbers to choose from (the ETVLM long-text task at short length);
+* naming what a drawn picture shows (a colour, a shape): dense supervision for the vision
+  side, which a yes/no answer's single bit gives too little of.
+
+Items longer than the original context are dropped here (``max_tokens``), so what the model
+meets beyond that length at evaluation is new to it: that is what context extension is for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from assets.sources.embedded.media import COLOURS
+from assets.sources.embedded.text import document, planted_fact
+from assets.sources.hub import HubSettings
+from eval.benchmarks import BENCHMARKS
+from eval.embedded import SHAPES, draw_objects
+from eval.fetch import fetch_benchmark
+from eval.formats import MC_POST_PROMPT, FetchOptions
+from eval.items import CHOICE, YES_NO, EvalItem
+
+TRAIN_SEED_BASE = 1000  # the evaluated samples use seed 0; training seeds start here
+RETRIEVAL = "retrieval"
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """How many training items of each kind (``seeds``: generator runs per benchmark)."""
+
+    seeds: int = 48
+    video_seeds: int = 1
+    haystack_sizes: tuple[int, ...] = (1, 2, 3, 5, 10, 20)
+    haystack_items_per_size: int = 100
+    retrieval_items: int = 240
+    retrieval_words: tuple[int, int] = (20, 90)
+    describe_items: int = 600
+    image_size: int = 56
+    seed: int = TRAIN_SEED_BASE
+
+    def key(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+def benchmark_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
+    """Every benchmark's embedded sample generated at the training seeds and loaded as items."""
+    items: list[EvalItem] = []
+    for bench in BENCHMARKS:
+        n_seeds = cfg.video_seeds if bench.kind == "video" else cfg.seeds
+        if bench.kind == "multi_image":
+            n_seeds = 1  # one generator run holds every count's items
+        for k in range(n_seeds):
+            seed = cfg.seed + k
+            options = FetchOptions(
+                haystack_sizes=cfg.haystack_sizes,
+                items_per_size=cfg.haystack_items_per_size,
+                image_size=cfg.image_size,
+                seed=seed,
+            )
+            out = root / "items" / bench.name / str(seed)
+            fetched = fetch_benchmark(bench, HubSettings(seed=seed), out, root / "embedded" / str(seed), options)
+            for item in fetched.items:
+                item.item_id = f"train{seed}-{item.item_id}"
+                items.append(item)
+    return items
+
+
+def retrieval_items(cfg: SyntheticConfig) -> list[EvalItem]:
+    """Planted-fact questions over short documents, four locker numbers to choose from."""
+    rng = random.Random(f"retrieval:{cfg.seed}")
+    out = []
+    for i in range(cfg.retrieval_items):
+        doc = document(rng, rng.randint(*cfg.retrieval_words))
+        fact, question, _ = planted_fact(rng)
+        number = fact.rsplit(" ", 1)[-1].rstrip(".")
+        paragraphs = doc.split("\n\n")
+        paragraphs.insert(rng.randrange(len(paragraphs) + 1), fact)
+        wrong = rng.sample([str(n) for n in range(100, 10000) if str(n) != number], 3)
+        options = [number, *wrong]
+        rng.shuffle(options)
+        letters = "ABCD"
+        lines = "\n".join(f"{letters[j]}. locker {o}" for j, o in enumerate(options))
+        prompt = "\n\n".join(paragraphs) + f"\n\n{question}\n{lines}\n{MC_POST_PROMPT}"
+        out.append(
+            EvalItem(
+                benchmark=RETRIEVAL,
+                item_id=f"retrieval-{cfg.seed}-{i}",
+                prompt=prompt,
+                answer=letters[options.index(number)],
+                answer_type=CHOICE,
+                options={letters[j]: f"locker {o}" for j, o in enumerate(options)},
+                split="retrieval",
+            )
+        )
+    return out
+
+
+DESCRIBE = "describe"
+
+
+def describe_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
+    """Dense supervision for the vision side: a drawn picture (the benchmarks' 2x2 layout) and
+    "What colour is the <shape>?" / "Which shape is <colour>?", answered in words. A yes/no
+    answer is one bit a question; naming the colour teaches the image-to-word link the
+    benchmark questions then compare against (training only, never evaluated)."""
+    rng = random.Random(f"describe:{cfg.seed}")
+    folder = root / "describe"
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = list(COLOURS)
+    out = []
+    for i in range(cfg.describe_items):
+        k = rng.randint(1, 3)
+        shapes = rng.sample(list(SHAPES), k)
+        objs = [(c, s) for c, s in zip(rng.sample(colours, k), shapes)]
+        path = folder / f"{i:05d}.png"
+        if not path.is_file():
+            draw_objects(objs, rng.choice((56, 112)), random.Random(f"describe-img:{cfg.seed}:{i}")).save(path)
+        colour, shape = rng.choice(objs)
+        if rng.random() < 0.5:
+            prompt, target = f"What colour is the {shape}?", colour
+        else:
+            prompt, target = f"Which shape is {colour}?", shape
+        out.append(
+            EvalItem(
+                benchmark=DESCRIBE,
+                item_id=f"describe-{cfg.seed}-{i}",
+                prompt=prompt + " Answer with one word.",
+                answer="yes",  # unused: training answers with target_text
+                answer_type=YES_NO,
+                images=[str(path)],
+                split=DESCRIBE,
+                extra={"target_text": target},
+            )
+        )
+    return out
+
+
+def training_items(root: Path, cfg: SyntheticConfig = SyntheticConfig()) -> list[EvalItem]:
+    return benchmark_items(root, cfg) + retrieval_items(cfg) + describe_items(root, cfg)
+
+
+CHAT_WORDS = ("system", "user", "assistant", "You are a helpful assistant.", "Yes", "No", "yes", "no")
+
+
+def tokenizer_texts(texts: Iterable[str], items: Sequence[EvalItem]) -> Iterator[str]:
+    """What the tiny tokenizer is trained on: the sample text, the chat template's words and the
+    training items' prompts and options (so the benchmarks' words are whole tokens, as they are
+    for a real model's tokenizer, not spelled out letter by letter)."""
+    yield from texts
+    yield " ".join(CHAT_WORDS)
+    for item in items:
+        yield item.prompt
+        yield " ".join(str(v) for v in item.options.values())
+
+
+def items_fingerprint(items: Sequence[EvalItem]) -> str:
+    """Content hash of the items: their rows and the bytes of every media file they use."""
+    h = hashlib.sha256()
+    for item in sorted(items, key=lambda i: i.item_id):
+        row = item.to_row()
+        row["images"] = [Path(p).name for p in item.images]
+        row["video"] = Path(item.video).name if item.video else None
+        row["extra"] = ""
+        h.update(json.dumps(row, sort_keys=True).encode())
+        for p in [*item.images, *([item.video] if item.video else [])]:
+            h.update(hashlib.sha256(Path(p).read_bytes()).digest())
+    return h.hexdigest()[:16]
