@@ -75,11 +75,13 @@ LONG_TOTALS = [10**5, 107892, 108000, 216000, 10**6, 2_592_000, 2**24 - 1, 2**24
 
 
 def test_count_and_indices_equal_qwen_vl_utils_for_every_total():
-    """Every total from 2 to 20,000 frames and long ones, at nine source rates: the count is
+    """Every total from 1 to 20,000 frames and long ones, at nine source rates: the count is
     ``smart_nframes``' and the indices torch's float32 linspace rounded (each distinct
-    (total, n) pair compared once)."""
+    (total, n) pair compared once). A 1-frame clip, where ``smart_nframes`` raises, keeps our
+    defined result: its frame twice."""
     pairs = set()
     for fps in FPS:
+        assert reference_count(1, fps) == 0 and sample_count(1, fps) == 2 and frame_indices(1, fps) == [0, 0]
         for total in [*range(2, 20001), *LONG_TOTALS]:
             n = reference_count(total, fps)
             assert n >= 2, (total, fps)

@@ -187,11 +187,11 @@ def test_contact_sheet_shows_hybrid_videos_first_and_every_source(stage):
     from PIL import Image
 
     from assets.contract.markdown import MARKDOWN_IMAGE_BYTES, shrink_png
-    from assets.defs.video import sources_of_videos as video_sources
+    from assets.defs.video import sources_of_videos
     from assets.video.contact_sheet import choose_videos, contact_sheet_png, sampled_frames
 
     _, _, result, _ = stage
-    sources = video_sources(result.samples)
+    sources = sources_of_videos(result.samples)
     chosen = choose_videos(result.videos, sources, limit=4)
     assert [bool(v["hybrid"]) for v in chosen[:2]] == [True, True]  # the two MLVU videos (> 512 frames)
     assert {sources[v["video_key"]] for v in chosen} == set(VIDEO_SOURCES)

@@ -11,7 +11,8 @@ torchvision does not load in every environment (its PyPI wheels need a matching 
 The filter is the antialiased bicubic (Keys, a = -0.5, support widened by the downscale
 factor, as PIL's), but computed in float32 without PIL's intermediate rounding to uint8, so
 ``resize_pil`` (PIL bicubic, the project's earlier resize) differs from it on high-contrast
-detail: by up to 15-25 levels on noisy video, 0.07-0.10 on average.
+detail: on the benchmark's noisy clips by up to 7-16 levels, in 18-19% of the values (mean
+0.15-0.19; benchmarks/video_sampling.md); the issue measured up to 15-25 on its clips.
 
 Interpolation is done per frame (the result of each output pixel does not depend on the batch
 it is computed in), in torch's intra-op threads; ``benchmarks/video_sampling.py`` compares the
