@@ -388,25 +388,28 @@ def small_video(tmp_path_factory) -> Path:
     return encode_video(tmp_path_factory.mktemp("vid") / "clip.mp4", seconds=2, fps=10, size=(64, 48), pattern=0, hue=10)
 
 
-def test_a_torn_frames_shard_or_rejection_is_recomputed(small_video, tmp_path):
+@pytest.mark.parametrize("store", ["plan", "png", "webp"])
+def test_a_torn_frames_shard_or_rejection_is_recomputed(small_video, tmp_path, store):
     from assets.video.frames import sample_to_shard, verified_shard_plan, video_key
     from assets.video.plan import VideoSamplingConfig
 
     cfg = VideoSamplingConfig()
-    first = sample_to_shard(str(small_video), cfg, str(tmp_path))
+    first = sample_to_shard(str(small_video), cfg, str(tmp_path), store=store)
     shard = Path(first["frames_file"])
-    assert first["status"] == "ok" and verified_shard_plan(shard)["n_frames"] == first["n_frames"] == 4
+    assert first["status"] == "ok" and verified_shard_plan(shard, store)["n_frames"] == first["n_frames"] == 4
+    # a shard of another store is never taken for this one
+    assert verified_shard_plan(shard, "png" if store != "png" else "plan") is None
     for torn in (b"", shard.read_bytes()[: shard.stat().st_size // 2], shard.read_bytes()[:-9]):
         shard.write_bytes(torn)
-        assert verified_shard_plan(shard) is None
-        again = sample_to_shard(str(small_video), cfg, str(tmp_path))
+        assert verified_shard_plan(shard, store) is None
+        again = sample_to_shard(str(small_video), cfg, str(tmp_path), store=store)
         assert (again["status"], again["cached"], again["n_frames"]) == ("ok", False, 4)
-    assert sample_to_shard(str(small_video), cfg, str(tmp_path))["cached"]
+    assert sample_to_shard(str(small_video), cfg, str(tmp_path), store=store)["cached"]
     # a remembered failure that does not parse is no verdict: the video is decoded again
     key = video_key(hashlib.sha256(small_video.read_bytes()).hexdigest(), cfg)
     shard.unlink()
     (tmp_path / f"{key}.rejected.json").write_text("")
-    assert sample_to_shard(str(small_video), cfg, str(tmp_path))["status"] == "ok"
+    assert sample_to_shard(str(small_video), cfg, str(tmp_path), store=store)["status"] == "ok"
 
 
 def test_a_failing_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
