@@ -318,18 +318,7 @@ def _drop_arg(argv: list[str], flag: str) -> list[str]:
 
 
 def _replace_arg(argv: list[str], flag: str, value: str) -> list[str]:
-    out, skip = [], False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if a == flag:
-            skip = True
-            continue
-        if a.startswith(flag + "="):
-            continue
-        out.append(a)
-    return [*out, flag, value]
+    return [*_drop_arg(argv, flag), flag, value]
 
 
 if __name__ == "__main__":

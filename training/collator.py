@@ -70,7 +70,7 @@ from training.positions.packed import (
     StockMRoPE,
     packed_position_ids,
 )
-from training.sample_index import MappedRows, MappedTable, index_dir
+from training.sample_index import MappedRows, MappedTable, index_dir, parquet_files
 
 IGNORE_INDEX = -100
 SEQUENCE_COLUMNS = ("seq_id", "mode", "sample_ids", "sources", "lengths")
@@ -94,18 +94,8 @@ class MissingMediaError(CollateError, FileNotFoundError):
 def load_packed_rows(paths: str | Path | Iterable[str | Path]) -> list[dict[str, Any]]:
     """Sequence rows of ``packed/<stage>/sequences.parquet`` or ``etvlm_mixture/<stage>/mixture.parquet``
     files (or folders of them), in file order then row order."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(p.glob("*.parquet"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"packed shard not found: {p}")
     rows: list[dict[str, Any]] = []
-    for f in files:
+    for f in parquet_files(paths):
         table = pq.read_table(f)
         missing = [c for c in SEQUENCE_COLUMNS if c not in table.column_names]
         if missing:

@@ -155,23 +155,29 @@ class MappedTable:
         return [r for r in found if r[self.key] == value]
 
 
+def parquet_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The Parquet files named by ``paths`` (a folder stands for its ``*.parquet``, sorted), in
+    order; a missing path is an error here rather than an empty read later."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.glob("*.parquet"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"packed shard not found: {p}")
+    return files
+
+
 class MappedRows(Sequence):
     """Rows of several Parquet files (folders: their ``*.parquet``), in file then row order,
     each file a :class:`MappedTable`: ``rows[i]`` reads one row, nothing is held."""
 
     def __init__(self, paths: str | Path | Iterable[str | Path], cache_dir: str | Path,
                  columns: Sequence[str] | None = None) -> None:
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        files: list[Path] = []
-        for p in map(Path, paths):
-            if p.is_dir():
-                files += sorted(p.glob("*.parquet"))
-            elif p.is_file():
-                files.append(p)
-            else:
-                raise FileNotFoundError(f"packed shard not found: {p}")
-        self.tables = [MappedTable(f, cache_dir, columns=columns) for f in files]
+        self.tables = [MappedTable(f, cache_dir, columns=columns) for f in parquet_files(paths)]
         self._starts = np.cumsum([0, *(len(t) for t in self.tables)]).astype(np.int64)
 
     def __len__(self) -> int:
