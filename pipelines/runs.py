@@ -79,11 +79,14 @@ def execute_job(
     location = _code_location(instance)
     [repo] = location.get_repositories().values()
     remote_job = repo.get_full_job(job_name)
-    config = {**IN_PROCESS_EXECUTION, **(run_config or {})}
-    run_tags = {**remote_job.tags, **(tags or {})}
     recon_job = location.get_reconstructable_job(repo.name, job_name)
+    job_def = recon_job.get_definition()
+    # The default executor runs here only when told (its "in_process" choice); a job that already
+    # has the in-process executor takes no such key.
+    execution = {} if job_def.executor_def is dg.in_process_executor else IN_PROCESS_EXECUTION
+    config = {**execution, **(run_config or {})}
+    run_tags = {**remote_job.tags, **(tags or {})}
     if partition_key is not None:
-        job_def = recon_job.get_definition()
         if job_def.partitions_def is None or partition_key not in job_def.partitions_def.get_partition_keys():
             raise dg.DagsterUnknownPartitionError(f"job {job_name!r} has no partition {partition_key!r}")
         run_tags.update(job_def.get_tags_for_partition_key(partition_key, selected_asset_keys=None))
