@@ -96,15 +96,16 @@ def test_a_changed_resize_re_decodes_and_an_unchanged_one_does_not(stage, tmp_pa
     path, frames_dir = refs[0].path, tmp_path / "frames"
     frames_dir.mkdir()
     torch_cfg, pil_cfg = VideoSamplingConfig(), VideoSamplingConfig(resize="pil")
-    first = sample_to_shard(path, torch_cfg, str(frames_dir))
+    # the PNG store, whose stored pixels this test compares (a plan shard has the same key, its own suffix)
+    first = sample_to_shard(path, torch_cfg, str(frames_dir), store="png")
     shard = frames_dir / f"{first['video_key']}.parquet"
     stamp = shard.stat().st_mtime_ns
-    same = sample_to_shard(path, torch_cfg, str(frames_dir))
+    same = sample_to_shard(path, torch_cfg, str(frames_dir), store="png")
     assert not first["cached"] and same["cached"] and same["video_key"] == first["video_key"]
     assert shard.stat().st_mtime_ns == stamp  # not rewritten
-    pil = sample_to_shard(path, pil_cfg, str(frames_dir))
+    pil = sample_to_shard(path, pil_cfg, str(frames_dir), store="png")
     assert not pil["cached"] and pil["video_key"] != first["video_key"]
-    assert sample_to_shard(path, pil_cfg, str(frames_dir))["cached"]
+    assert sample_to_shard(path, pil_cfg, str(frames_dir), store="png")["cached"]
     plan, torch_frames = read_frames(first["frames_file"])
     _, pil_frames = read_frames(pil["frames_file"])
     idx, sizes = plan["indices"], [tuple(x) for x in plan["sizes"]]
