@@ -211,6 +211,11 @@ def count_table(
     return counts, rejected
 
 
+# What video_token_mismatches reads of samples.parquet and videos.parquet.
+MISMATCH_SAMPLE_COLUMNS = ("source", "sample_id", "video_no", "video_key")
+MISMATCH_VIDEO_COLUMNS = ("video_key", "status", "visual_tokens")
+
+
 def video_token_mismatches(
     counts: Sequence[Mapping[str, Any]], samples: Sequence[Mapping[str, Any]], videos: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:

@@ -28,9 +28,24 @@ import pyarrow.parquet as pq
 
 from assets.contract.atomic import atomic_path
 from assets.contract.conversation import REJECTED_SCHEMA
-from assets.contract.pool import ordered_map, parquet_bytes, plan_workers, portable, unportable
+from assets.contract.pool import (
+    ordered_map,
+    parquet_bytes,
+    plan_workers,
+    portable,
+    unportable,
+)
 from assets.contract.progress import Progress, Sink
-from assets.tokens.count import COUNT_SCHEMA, STAGE, TokenCounter, count_table, light_processor, video_token_mismatches
+from assets.tokens.count import (
+    COUNT_SCHEMA,
+    MISMATCH_SAMPLE_COLUMNS,
+    MISMATCH_VIDEO_COLUMNS,
+    STAGE,
+    TokenCounter,
+    count_table,
+    light_processor,
+    video_token_mismatches,
+)
 
 DEFAULT_BATCH_ROWS = 512
 REJECTED_SHOWN = 20
@@ -117,9 +132,10 @@ def run_token_counts(
     workers, batch_size = plan_workers(workers, rows_total, batch_size, parquet_bytes(*inputs.values()))
     summary = TokenSummary(workers=workers, per_source=dict.fromkeys(inputs, 0))
     plans = video_plans(video_dir)
-    frame_tables = [video_dir / "samples.parquet", video_dir / "videos.parquet"]
+    # Only the columns the video edge check reads: videos.parquet also holds every video's plan.
+    frame_tables = {video_dir / "samples.parquet": MISMATCH_SAMPLE_COLUMNS, video_dir / "videos.parquet": MISMATCH_VIDEO_COLUMNS}
     if all(p.is_file() for p in frame_tables):
-        samples, videos = (pq.read_table(p).to_pylist() for p in frame_tables)
+        samples, videos = (pq.read_table(p, columns=list(cols)).to_pylist() for p, cols in frame_tables.items())
     else:
         samples, videos = [], []
     video_ids = pa.array(sorted({s["sample_id"] for s in samples}), type=pa.string())
