@@ -64,6 +64,13 @@ def repository_label() -> str:
     return f"__repository__@{LOCATION_NAME}"
 
 
+def execution_config(job_def: dg.JobDefinition) -> dict[str, Any]:
+    """The run config that keeps ``job_def``'s run in this process. Only Dagster's default
+    executor has the "in_process" choice (it would otherwise start a process per step); a job
+    that names its own executor runs with that executor's config."""
+    return dict(IN_PROCESS_EXECUTION) if job_def.executor_def is dg.multi_or_in_process_executor else {}
+
+
 def execute_job(
     instance: dg.DagsterInstance,
     job_name: str,
@@ -81,10 +88,7 @@ def execute_job(
     remote_job = repo.get_full_job(job_name)
     recon_job = location.get_reconstructable_job(repo.name, job_name)
     job_def = recon_job.get_definition()
-    # The default executor runs here only when told (its "in_process" choice); a job that already
-    # has the in-process executor takes no such key.
-    execution = {} if job_def.executor_def is dg.in_process_executor else IN_PROCESS_EXECUTION
-    config = {**execution, **(run_config or {})}
+    config = {**execution_config(job_def), **(run_config or {})}
     run_tags = {**remote_job.tags, **(tags or {})}
     if partition_key is not None:
         if job_def.partitions_def is None or partition_key not in job_def.partitions_def.get_partition_keys():

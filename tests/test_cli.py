@@ -238,3 +238,20 @@ def test_broken_pipe_is_not_a_traceback():
         shell=True, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
     )
     assert done.stdout == "[\n" and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("name", JOB_NAMES)
+def test_every_job_s_cli_run_config_validates(name, tmp_path, monkeypatch):
+    """`giraffe demo` / `giraffe train` run each job here with ``execution_config``: the config
+    must fit that job's executor (shard_data names the in-process executor, which has no
+    "in_process" choice; the others take Dagster's default executor, which needs it)."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from pipelines.runs import execution_config
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    job = build_definitions().resolve_job_def(name)
+    config = execution_config(job)
+    assert bool(config) == (job.executor_def is dg.multi_or_in_process_executor)
+    dg.validate_run_config(job, config)
