@@ -162,3 +162,35 @@ def test_pooled_token_counts_equal_the_processors_counts(normalized, processor, 
     assert summary.workers == 2 and summary.counted == len(expected) and summary.rejected == 0
     assert pq.read_table(tmp_path / "out" / "token_counts.parquet").to_pylist() == expected
     assert sum(c["n_image_tokens"] for c in expected) > 0
+
+
+def test_counting_workers_get_the_tokenizers_own_backend(normalized, processor):
+    """The workers' tokenizer is the Rust backend the transformers tokenizer calls: it pickles
+    without transformers, gives the tokenizer's ids on the embedded sample's rendered texts
+    (every source, batched and one by one), and a tokenizer whose call does more than its
+    backend keeps being used as it is."""
+    import pickle
+
+    from assets.contract.chat_template import render_chatml
+    from assets.tokens.count import BackendTokenizer, backend_tokenizer, light_processor
+
+    light = light_processor(processor)
+    assert isinstance(light.tokenizer, BackendTokenizer)
+    restored = pickle.loads(pickle.dumps(light)).tokenizer
+    texts = [render_chatml(c.to_row()["messages"]) for name in sorted(normalized) for c in normalized[name].conversations]
+    expected = [list(x) for x in processor.tokenizer(texts)["input_ids"]]
+    assert len(texts) > 50 and restored(texts)["input_ids"] == expected
+    assert restored.lengths(texts) == [len(x) for x in expected]
+    assert [restored(t)["input_ids"] for t in texts[:10]] == expected[:10]
+
+    class Marked:
+        """A tokenizer that adds a token its backend does not (as a Python-side BOS would)."""
+
+        backend_tokenizer = processor.tokenizer.backend_tokenizer
+
+        def __call__(self, text, return_attention_mask=False):
+            ids = processor.tokenizer(text)["input_ids"]
+            return {"input_ids": [[1, *x] for x in ids] if not isinstance(text, str) else [1, *ids]}
+
+    marked = Marked()
+    assert backend_tokenizer(marked) is marked

@@ -85,6 +85,76 @@ class ImagePatchRule:
         return (h_bar // self.patch_size) * (w_bar // self.patch_size)
 
 
+class BackendTokenizer:
+    """A fast tokenizer's own Rust backend (``tokenizers.Tokenizer``), as the worker's tokenizer.
+
+    Unpickling a transformers tokenizer in a counting worker imports transformers (2 CPU-s and
+    70 MB a process here); the backend alone loads in 0.1 CPU-s and 20 MB. It is the object the
+    transformers tokenizer itself calls (``encode_batch`` with special tokens, no truncation,
+    no padding, its ``split_special_tokens``), so the ids are the same; ``light_processor`` also
+    compares the two on ``PROBE_TEXTS`` before using it. ``lengths`` skips building the id
+    lists, which counting does not need (``encode_batch_fast``, which also skips the offsets,
+    measured slower here)."""
+
+    def __init__(self, backend_json: str, split_special_tokens: bool = False):
+        from tokenizers import Tokenizer
+
+        self._state = (backend_json, bool(split_special_tokens))
+        tok = Tokenizer.from_str(backend_json)
+        tok.no_truncation()
+        tok.no_padding()
+        tok.encode_special_tokens = bool(split_special_tokens)
+        self._tok = tok
+
+    def __getstate__(self) -> tuple[str, bool]:
+        return self._state
+
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.__init__(*state)
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        return [len(e) for e in self._tok.encode_batch(list(texts), add_special_tokens=True)]
+
+    def __call__(self, text: str | Sequence[str], return_attention_mask: bool = False) -> dict[str, Any]:
+        """The ``input_ids`` the transformers tokenizer's call gives (one text or a batch)."""
+        if isinstance(text, str):
+            return {"input_ids": self._tok.encode(text, add_special_tokens=True).ids}
+        return {"input_ids": [e.ids for e in self._tok.encode_batch(list(text), add_special_tokens=True)]}
+
+
+# Texts the backend is checked on against the transformers tokenizer: the chat and vision
+# markers, placeholders, unicode, odd whitespace, special tokens inside words.
+PROBE_TEXTS = [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|>What is this?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n",
+    "<|vision_start|><|video_pad|><|vision_end|> frames\t\t  spaced\n\n\nlines  ",
+    "Ünïcödé façade — 日本語のテキスト, emoji 🦒🦒, math ∑x² ≤ 10, tabs\tand\u00a0nbsp",
+    "word<|im_end|>word<|endoftext|> <|im_start|>",
+    "",
+    " leading space, trailing space ",
+    "x" * 300 + " " + "ab" * 200,
+]
+
+
+def backend_tokenizer(tokenizer: Any) -> Any:
+    """``tokenizer``'s Rust backend as a ``BackendTokenizer`` when it gives the tokenizer's own
+    ids on every ``PROBE_TEXTS`` text, one at a time and batched; ``tokenizer`` otherwise (a
+    Python tokenizer, or one whose call does more than its backend)."""
+    try:
+        backend = tokenizer.backend_tokenizer
+        light = BackendTokenizer(backend.to_str(), bool(getattr(tokenizer, "split_special_tokens", False)))
+        expected = tokenizer(PROBE_TEXTS, return_attention_mask=False)["input_ids"]
+        if light(PROBE_TEXTS)["input_ids"] != [list(x) for x in expected]:
+            return tokenizer
+        if light.lengths(PROBE_TEXTS) != [len(x) for x in expected]:
+            return tokenizer
+        if any(light(t)["input_ids"] != list(tokenizer(t)["input_ids"]) for t in PROBE_TEXTS):
+            return tokenizer
+    except Exception:  # noqa: BLE001 - no backend, or one that cannot be rebuilt: keep the tokenizer
+        return tokenizer
+    return light
+
+
 @dataclass(frozen=True)
 class LightProcessor:
     """What ``TokenCounter`` uses of a processor: its tokenizer and its image patch rule."""
@@ -99,7 +169,8 @@ CHECK_SIZES = [(h, w) for h in (14, 27, 56, 100, 224, 333, 480, 640, 1080, 2000,
 
 def light_processor(processor: Any) -> Any:
     """A ``LightProcessor`` for ``processor`` when its patch rule gives the processor's own
-    counts on every ``CHECK_SIZES`` size; the processor itself otherwise (another model)."""
+    counts on every ``CHECK_SIZES`` size; the processor itself otherwise (another model). Its
+    tokenizer is the checked Rust backend (``backend_tokenizer``) where there is one."""
     ip = getattr(processor, "image_processor", None)
     try:
         rule = ImagePatchRule(int(ip.patch_size), int(ip.merge_size), int(ip.size["shortest_edge"]), int(ip.size["longest_edge"]))
@@ -108,7 +179,7 @@ def light_processor(processor: Any) -> Any:
                 return processor
     except (AttributeError, KeyError, TypeError, ValueError):
         return processor
-    return LightProcessor(processor.tokenizer, rule)
+    return LightProcessor(backend_tokenizer(processor.tokenizer), rule)
 
 
 @dataclass
@@ -153,7 +224,10 @@ class TokenCounter:
         texts = [render_chatml(r["messages"]) for r in rows]
         if not texts:
             return []
-        ids = self.processor.tokenizer(texts, return_attention_mask=False)["input_ids"]
+        tokenizer = self.processor.tokenizer
+        if isinstance(tokenizer, BackendTokenizer):
+            return tokenizer.lengths(texts)
+        ids = tokenizer(texts, return_attention_mask=False)["input_ids"]
         return [len(x) for x in ids]
 
     def count(self, row: Mapping[str, Any], n_text: int | None = None) -> dict[str, Any]:
