@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from pyarrow import ipc
 
 from assets.contract.atomic import atomic_path
+from assets.contract.parquet_stream import open_parquet
 
 INDEX_DIR = "collator_index"
 BATCH_ROWS = 1024
@@ -91,7 +92,7 @@ class MappedTable:
 
     def _build(self) -> None:
         """Stream the Parquet file into the Arrow copy and the key hashes (one batch at a time)."""
-        parquet = pq.ParquetFile(self.source)
+        parquet = open_parquet(self.source)
         schema = parquet.schema_arrow
         if self.columns is not None:
             schema = pa.schema([schema.field(c) for c in self.columns])

@@ -38,7 +38,14 @@ from assets.contract.conversation import (
     sample_id_and_json,
 )
 from assets.contract.media import ImageVerifier, MediaResolver, RejectRow
-from assets.contract.pool import ordered_map, parquet_bytes, plan_workers, portable, unportable
+from assets.contract.parquet_stream import open_parquet, parquet_batches
+from assets.contract.pool import (
+    ordered_map,
+    parquet_bytes,
+    plan_workers,
+    portable,
+    unportable,
+)
 from assets.contract.progress import Progress, Sink
 from assets.sources.hub import read_manifest
 from assets.sources.records import decode_json_columns, json_columns
@@ -180,7 +187,7 @@ def normalize_batch(task: tuple[int, pa.RecordBatch | pa.Table]) -> dict[str, An
 
 def raw_batches(data_path: Path, batch_size: int, whole: bool = False) -> Iterator[tuple[int, pa.RecordBatch | pa.Table]]:
     """(first row, batch) over a raw ``data.parquet``; one table when ``whole``."""
-    pf = pq.ParquetFile(data_path)
+    pf = open_parquet(data_path)
     if whole:
         yield 0, pf.read()
         return
@@ -269,7 +276,7 @@ def run_chatml(
             progress.update(out["rows"])
         bad_path = raw_dir / "undecodable.parquet"
         if bad_path.is_file():
-            for batch in pq.ParquetFile(bad_path).iter_batches(batch_size=batch_size):
+            for batch in parquet_batches(bad_path, batch_size):
                 bad = [r for r in batch.to_pylist() if keep is None or keep(r["sample_id"])]
                 for r in bad:
                     summary._reject(r)

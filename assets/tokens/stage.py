@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from assets.contract.atomic import atomic_path
 from assets.contract.conversation import REJECTED_SCHEMA
+from assets.contract.parquet_stream import parquet_batches
 from assets.contract.pool import (
     ordered_map,
     parquet_bytes,
@@ -110,7 +111,7 @@ def count_batch(batch: pa.RecordBatch) -> tuple[pa.Table, list[dict], int]:
 
 def _batches(inputs: Mapping[str, Path], batch_size: int) -> Iterator[pa.RecordBatch]:
     for path in inputs.values():
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=READ_COLUMNS)
+        yield from parquet_batches(path, batch_size, READ_COLUMNS)
 
 
 def run_token_counts(

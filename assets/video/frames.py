@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 
 from assets.contract.atomic import write_json, write_parquet
 from assets.contract.conversation import REJECTED_SCHEMA, Rejection
+from assets.contract.parquet_stream import open_parquet
 from assets.contract.progress import Progress, Sink
 from assets.contract.schema import described
 from assets.video.decode import DecodeError, read_planned_pipe, sample_video
@@ -424,7 +425,7 @@ def video_refs_from_files(paths: Iterable[str | Path], keep: Callable[[str], boo
     ``batch_rows`` (only the columns needed; rows without video never become Python objects)."""
     refs: list[VideoRef] = []
     for path in paths:
-        parquet = pq.ParquetFile(path)
+        parquet = open_parquet(path)
         columns = REF_COLUMNS + (["n_videos"] if "n_videos" in parquet.schema_arrow.names else [])
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
             refs += _batch_refs(batch, keep)
