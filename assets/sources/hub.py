@@ -14,6 +14,7 @@ import json
 import tarfile
 import tempfile
 import zipfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -149,6 +150,13 @@ def load_rows(spec: SourceSpec, location: str, settings: HubSettings, cache_dir:
             location = "json"
             kwargs["data_files"] = [str(f) for f in lines]
             kwargs.pop("revision", None)
+    files = kwargs.get("data_files") or []
+    if location == "parquet" or (files and all(str(f).lower().endswith(".parquet") for f in files)):
+        # The parquet builder's scanner pre-buffers by default, which keeps every column chunk
+        # of a file it has read until the file ends: the whole file resident (assets/contract/parquet_stream.py).
+        import pyarrow.dataset as pads
+
+        kwargs["fragment_scan_options"] = pads.ParquetFragmentScanOptions(pre_buffer=False)
     if settings.max_rows:
         stream = datasets.load_dataset(location, streaming=True, **kwargs)
         rows = list(stream.take(settings.max_rows))
@@ -411,6 +419,45 @@ def write_batches(table: pa.Table, path: Path, batch_size: int = BATCH_ROWS) -> 
             writer.write_batch(batch)
 
 
+def cache_files_of(ds: datasets.Dataset) -> list[Path] | None:
+    """The ``datasets`` cache files (Arrow IPC streams) that hold exactly ``ds``'s rows, in its
+    order and with its columns; None where ``ds`` is something else (in memory, a slice, an
+    index mapping). Counting a file's rows maps it but touches only its message headers."""
+    if getattr(ds, "_indices", None) is not None or not ds.cache_files:
+        return None
+    files, rows = [Path(f["filename"]) for f in ds.cache_files], 0
+    for f in files:
+        with pa.memory_map(str(f)) as mm:
+            reader = pa.ipc.open_stream(mm)
+            if not reader.schema.equals(ds.data.schema, check_metadata=False):
+                return None
+            rows += sum(b.num_rows for b in reader)
+    return files if rows == ds.num_rows else None
+
+
+def write_cache_batches(files: list[Path], schema: pa.Schema, path: Path, batch_size: int = BATCH_ROWS) -> int:
+    """``write_batches`` of the table held in the ``datasets`` cache ``files``, read batch by
+    batch with plain reads: the memory-mapped table would leave every page of the cache (M3IT's
+    images included) in this process's resident memory. Same row groups, same bytes. Returns
+    the rows written."""
+    rows, writer = 0, None
+    with ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(path))
+        for f in files:
+            reader = pa.ipc.open_stream(stack.enter_context(pa.OSFile(str(f))))
+            for batch in reader:
+                table = normalize_table(pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata))
+                if writer is None:
+                    writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema))
+                for part in table.to_batches(max_chunksize=batch_size):
+                    writer.write_batch(part)
+                rows += batch.num_rows
+        if writer is None:
+            empty = normalize_table(schema.empty_table())
+            stack.enter_context(pq.ParquetWriter(tmp, empty.schema))
+    return rows
+
+
 def fetch_source(spec: SourceSpec, settings: HubSettings, out_dir: Path, embedded_root: Path,
                  batch_size: int = BATCH_ROWS) -> FetchedSource:
     """Fetch one source into ``out_dir``: ``data.parquet`` in the published schema (columns of
@@ -425,9 +472,14 @@ def fetch_source(spec: SourceSpec, settings: HubSettings, out_dir: Path, embedde
     fallback = None
     try:
         ds = load_rows(spec, location, settings, cache_dir=cache_dir)
-        table = normalize_table(ds.data.table)  # memory-mapped from the datasets cache
-        write_batches(table, data_path, batch_size)
-        rows, columns, bad = table.num_rows, table.column_names, []
+        files = cache_files_of(ds)
+        if files is not None:
+            rows = write_cache_batches(files, ds.data.schema, data_path, batch_size)
+        else:
+            table = normalize_table(ds.data.table)
+            write_batches(table, data_path, batch_size)
+            rows = table.num_rows
+        columns, bad = ds.column_names, []
     except Exception as exc:  # noqa: BLE001 - classified just below
         if not is_parse_failure(exc):
             raise
