@@ -61,6 +61,12 @@ class DataLayout:
         """Full-decode verdicts of images by content hash (a re-run decodes nothing again)."""
         return self.root / ".cache" / "image-verdicts"
 
+    @property
+    def counting_rules(self) -> Path:
+        """The base model's checked tokenizer backend and patch rule, by the model files' hash
+        (``assets/tokens/counter_cache.py``): a token_counts step loads no processor again."""
+        return self.root / ".cache" / "token-counting"
+
     def chatml_sources(self) -> list[str]:
         """Sources with a ChatML folder, sorted (what a reader of every source walks)."""
         base = self.root / "chatml"

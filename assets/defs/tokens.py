@@ -64,11 +64,13 @@ def build_token_counts(sources: list[str]) -> dg.AssetsDefinition:
 
 def _materialize_token_counts(context, store: DataStore, quality: QualityPolicy, sources: list[str],
                               config: DataPlaneConfig) -> dg.MaterializeResult:
+    from assets.tokens.counter_cache import counting_processor
     from training.processor import load_processor
 
     shard = shard_of_run(context)
     inputs = chatml_inputs(store, sources, quality, "token_counts", shard.key)
-    processor = load_processor(store.stage_dir("model", "base"))
+    model_dir = store.stage_dir("model", "base")
+    processor = counting_processor(model_dir, store.layout.counting_rules, lambda: load_processor(model_dir))
     out = store.layout.token_counts_shard(shard.key)
     result = run_token_counts(inputs.paths, processor, store.layout.video_frames_shard(shard.key), out,
                               workers=config.workers, batch_size=config.batch_size, log=context.log.info,
