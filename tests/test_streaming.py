@@ -10,6 +10,7 @@ stage reads a JSON array through its JSON Lines copy with the same rows.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import subprocess
@@ -146,7 +147,12 @@ def test_pooled_token_counts_equal_the_processors_counts(normalized, processor, 
     """token_counts over two workers (the tokenizer and the checked patch rule, batches of 4)
     gives every image-bearing and text sample the counts of one process with the processor."""
     from assets.contract.conversation import CONVERSATION_SCHEMA
-    from assets.tokens.count import LightProcessor, TokenCounter, count_table, light_processor
+    from assets.tokens.count import (
+        LightProcessor,
+        TokenCounter,
+        count_table,
+        light_processor,
+    )
     from assets.tokens.stage import run_token_counts
 
     assert isinstance(light_processor(processor), LightProcessor)
@@ -194,3 +200,176 @@ def test_counting_workers_get_the_tokenizers_own_backend(normalized, processor):
 
     marked = Marked()
     assert backend_tokenizer(marked) is marked
+
+
+RAW_DOCS = 3600  # ~160 MB of Arrow cache, in batches of ~10 MB (datasets reads JSON in 10 MB blocks)
+RAW_CHILD = textwrap.dedent("""
+    import dataclasses, json, sys
+    from pathlib import Path
+    from assets.sources.hub import HubSettings, cache_files_of, load_rows, write_batches, write_cache_batches
+    from assets.sources.records import normalize_table
+    from assets.sources.registry import get_source
+
+    mode, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    spec = dataclasses.replace(get_source("longalign_10k"), files_root=str(src), data_files=("long.jsonl",), origin="declared")
+    ds = load_rows(spec, "", HubSettings(), cache_dir=out / "cache")  # the Arrow cache (built by the first child)
+    files = cache_files_of(ds)
+    status = lambda key: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+    open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) from the current RSS
+    base = status("VmRSS:")
+    if mode == "streamed":
+        write_cache_batches(files, ds.data.schema, out / "streamed.parquet", 64)
+    elif mode == "mapped":
+        write_batches(normalize_table(ds.data.table), out / "mapped.parquet", 64)
+    print(json.dumps({"grown_mb": (status("VmHWM:") - base) / 1024, "rows": ds.num_rows,
+                      "cache_mb": sum(f.stat().st_size for f in files) / 2**20}))
+""")
+
+
+def _raw_child(mode: str, src: Path, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", RAW_CHILD, mode, str(src), str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"child {mode} printed no result (rc {proc.returncode}):\n{proc.stderr[-2000:]}"
+    return json.loads(lines[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/clear_refs is Linux")
+def test_raw_reads_the_datasets_cache_without_holding_its_pages(tmp_path):
+    """The raw stage writes data.parquet from the ``datasets`` cache batch by batch with plain
+    reads: its peak resident memory grows by a fraction of the cache, where the memory-mapped
+    table (the earlier path) keeps every page of the cache resident. Same bytes either way."""
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(5000)]
+    src = tmp_path / "src"
+    src.mkdir()
+    with (src / "long.jsonl").open("w") as f:
+        for i in range(RAW_DOCS):
+            doc = " ".join(rng.choices(vocab, k=8000))
+            f.write(json.dumps({"messages": [{"role": "user", "content": doc}, {"role": "assistant", "content": f"A{i}."}],
+                                "id": f"d{i}", "length": 8000, "dataset": "synthetic"}) + "\n")
+    _raw_child("build", src, tmp_path)
+    streamed, mapped = _raw_child("streamed", src, tmp_path), _raw_child("mapped", src, tmp_path)
+    assert streamed["rows"] == mapped["rows"] == RAW_DOCS and streamed["cache_mb"] > 150
+    assert mapped["grown_mb"] > 0.8 * mapped["cache_mb"], mapped  # the earlier path: the whole cache resident
+    assert streamed["grown_mb"] < 0.5 * streamed["cache_mb"], streamed  # a few 10 MB batches, whatever the size
+    assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "mapped.parquet").read_bytes()
+
+
+def test_parquet_batches_hold_one_batch_not_the_file(tmp_path):
+    """Streaming a Parquet file of 200 row groups (~40 MB of text) holds about one row group
+    of Arrow memory at a time; the pre-buffered default reader (what the stages used) holds
+    every column chunk it has read until the end, growing with the file."""
+    from assets.contract.parquet_stream import parquet_batches
+
+    rng = random.Random(5)
+    path = tmp_path / "many.parquet"
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for g in range(200):
+            writer.write_table(pa.table({"id": list(range(g * 100, g * 100 + 100)),
+                                         "text": ["".join(rng.choices("abcdefghij ", k=2000)) for _ in range(100)]}, schema=schema))
+
+    def peak_mb(batches) -> tuple[float, int]:
+        base, peak, rows = pa.total_allocated_bytes(), 0, 0
+        for batch in batches:
+            rows += batch.num_rows
+            peak = max(peak, pa.total_allocated_bytes() - base)
+            del batch
+        return peak / 2**20, rows
+
+    file_mb = path.stat().st_size / 2**20
+    streamed, rows = peak_mb(parquet_batches(path, 64, ["id", "text"]))
+    buffered, rows_b = peak_mb(pq.ParquetFile(path).iter_batches(batch_size=64, columns=["id", "text"]))
+    assert rows == rows_b == 20_000 and file_mb > 30
+    assert buffered > 0.5 * file_mb, (buffered, file_mb)
+    assert streamed < 0.1 * file_mb, (streamed, file_mb)
+
+
+def test_token_counts_steps_load_the_processor_once_per_model(normalized, processor, tiny_model_dir, tmp_path):
+    """The first step checks the light pair against the processor and stores it; the next
+    ones count with the stored pair without loading the processor, with the processor's
+    counts. Changed model files, or a damaged stored file, load and check again."""
+    import shutil
+
+    from assets.tokens.count import LightProcessor, TokenCounter, count_table
+    from assets.tokens.counter_cache import counting_processor, model_key
+
+    loads = []
+
+    def load(proc=processor):
+        loads.append(1)
+        return proc
+
+    def refuse():
+        raise AssertionError("the stored pair should have been used")
+
+    cache = tmp_path / "cache"
+    first = counting_processor(tiny_model_dir, cache, load)
+    assert isinstance(first, LightProcessor) and len(loads) == 1
+    (stored,) = cache.iterdir()
+    assert stored.name == f"{model_key(tiny_model_dir)}.json"
+    again = counting_processor(tiny_model_dir, cache, refuse)
+    rows = [c.to_row() for name in ("m3it", "llava_instruct", "mmdu") for c in normalized[name].conversations]
+    assert count_table(rows, TokenCounter(again, {})) == count_table(rows, TokenCounter(processor, {}))
+
+    other = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, other)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 123}))
+    assert model_key(other) != model_key(tiny_model_dir)
+    counting_processor(other, cache, load)
+    assert len(loads) == 2 and len(list(cache.iterdir())) == 2
+
+    stored.write_text(stored.read_text()[:1000])  # cut short
+    assert isinstance(counting_processor(tiny_model_dir, cache, load), LightProcessor) and len(loads) == 3
+    assert isinstance(counting_processor(tiny_model_dir, cache, refuse), LightProcessor)  # stored again, whole
+
+
+PARQUET_CHILD = textwrap.dedent("""
+    import dataclasses, json, sys
+    from pathlib import Path
+    import datasets
+    from assets.sources.hub import HubSettings, load_rows
+    from assets.sources.registry import get_source
+
+    mode, src, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    spec = dataclasses.replace(get_source("m3it"), files_root=str(src), data_files=("data/*.parquet",), origin="declared")
+    status = lambda key: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+    base = status("VmRSS:")
+    if mode == "ours":
+        ds = load_rows(spec, "", HubSettings(), cache_dir=out / "ours")
+    else:  # the parquet builder with its defaults
+        ds = datasets.load_dataset("parquet", data_files=[str(p) for p in sorted((src / "data").glob("*.parquet"))],
+                                   split="train", cache_dir=str(out / "default"))
+    print(json.dumps({"grown_mb": (status("VmHWM:") - base) / 1024, "rows": ds.num_rows}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux")
+def test_raw_builds_a_parquet_source_without_holding_the_file(tmp_path):
+    """The raw stage's ``datasets`` load of a Parquet source (M3IT's export) reads it without
+    pre-buffering: its peak memory grows by a fraction of a 120 MB file, where the parquet
+    builder's default keeps the whole file resident while it writes the Arrow cache."""
+    rng = random.Random(11)
+    data = tmp_path / "src" / "data" / "train-00000.parquet"
+    data.parent.mkdir(parents=True)
+    schema = pa.schema([("instruction", pa.string()), ("inputs", pa.string()), ("outputs", pa.string()),
+                        ("image_base64_str", pa.list_(pa.string()))])
+    with pq.ParquetWriter(data, schema) as writer:
+        for g in range(120):  # row groups of ~1 MB of incompressible base64, as M3IT's images are
+            rows = [{"instruction": "Answer.", "inputs": f"q{g}-{i}", "outputs": "a",
+                     "image_base64_str": [base64.b64encode(rng.randbytes(7500)).decode()]} for i in range(100)]
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    file_mb = data.stat().st_size / 2**20
+    got = {}
+    for mode in ("ours", "default"):
+        proc = subprocess.run([sys.executable, "-c", PARQUET_CHILD, mode, str(tmp_path / "src"), str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=900)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert lines, f"child {mode} printed no result (rc {proc.returncode}):\n{proc.stderr[-2000:]}"
+        got[mode] = json.loads(lines[-1])
+    assert got["ours"]["rows"] == got["default"]["rows"] == 12_000 and file_mb > 100
+    # the default holds the file on top of what both hold (the builder, the cache writer: ~70 MB here)
+    assert got["default"]["grown_mb"] - got["ours"]["grown_mb"] > 0.8 * file_mb, (got, file_mb)
+    assert got["ours"]["grown_mb"] < 0.75 * file_mb, (got, file_mb)
