@@ -173,13 +173,17 @@ def child(stage: str, args: dict[str, Any]) -> dict[str, Any]:
                        workers=args["workers"], batch_size=args["batch_size"])
         return {"rows": s.rows_in, "ok": s.accounting()[0], "conversations": s.conversations,
                 "workers": s.workers, "out_dir": str(out / "chatml" / spec.name)}
-    processor = _processor(Path(args["model"]))
     if stage == "token_counts":
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        from assets.tokens.counter_cache import counting_processor
         from assets.tokens.stage import run_token_counts
 
+        # As the asset does: the checked light pair stored by the model files' hash (shared by
+        # every run under --out; "loaded" when this run loaded and checked the processor).
+        model, loaded = Path(args["model"]), []
+        processor = counting_processor(model, Path(args.get("counter_cache") or out.parent.parent / ".counting-cache"), lambda: loaded.append(1) or _processor(model))
         video_dir = out / "video_frames"
         video_dir.mkdir(parents=True, exist_ok=True)
         tok_dir = out / "token_counts" / spec.name
@@ -188,7 +192,11 @@ def child(stage: str, args: dict[str, Any]) -> dict[str, Any]:
         t = pq.read_table(tok_dir / "token_counts.parquet", columns=["n_text_tokens", "n_images"])
         text = int(pc.sum(t.column("n_text_tokens")).as_py() or 0) + int(pc.sum(t.column("n_images")).as_py() or 0)
         return {"rows": s.conversations, "ok": s.conversations == s.counted + s.rejected, "text_tokens": text,
-                "workers": s.workers, "out_dir": str(tok_dir)}
+                "workers": s.workers, "out_dir": str(tok_dir), "counter": "loaded" if loaded else "stored"}
+    # The baselines need a tokenizer only: the model's own (AutoTokenizer), not the processor.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args["model"])
     if stage == "tokenizer_batched":
         import pyarrow.parquet as pq
 
@@ -197,7 +205,7 @@ def child(stage: str, args: dict[str, Any]) -> dict[str, Any]:
         rows = tokens = 0
         for batch in pq.ParquetFile(conv).iter_batches(batch_size=args["batch_size"], columns=["messages"]):
             texts = [render_chatml(m) for m in batch.column(0).to_pylist()]
-            tokens += sum(len(x) for x in processor.tokenizer(texts)["input_ids"])
+            tokens += sum(len(x) for x in tokenizer(texts)["input_ids"])
             rows += len(texts)
         return {"rows": rows, "text_tokens": tokens}
     if stage == "datasets_map":
@@ -206,7 +214,7 @@ def child(stage: str, args: dict[str, Any]) -> dict[str, Any]:
         from assets.contract.pool import default_workers
 
         ds = datasets.load_dataset("parquet", data_files=[str(conv)], split="train", cache_dir=str(out / ".ds-cache"))
-        tok = processor.tokenizer
+        tok = tokenizer
 
         def count(batch):
             from assets.contract.chat_template import render_chatml
@@ -256,21 +264,37 @@ def _processor(model: Path):
 # ----------------------------------------------------------------------------- measuring (parent side)
 
 
-def _tree_rss(proc) -> int:
+def _status_kb(pid: int) -> dict[str, int]:
+    """RssAnon / RssFile / RssShmem of a process (kB), from /proc (empty where not Linux)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in lines) if k in ("RssAnon", "RssFile", "RssShmem")}
+
+
+def _tree_rss(proc) -> tuple[int, int, int]:
+    """(RSS, anonymous RSS, the stage process's own RSS) in bytes, summed over the process tree.
+    Anonymous memory is what the stage allocated; the rest of RSS is file pages mapped into
+    it (the ``datasets`` Arrow cache, shared libraries), which the kernel can drop."""
     import psutil
 
     try:
         p = psutil.Process(proc.pid)
         procs = [p, *p.children(recursive=True)]
     except psutil.Error:
-        return 0
-    total = 0
+        return 0, 0, 0
+    total = anon = own = 0
     for q in procs:
         try:
-            total += q.memory_info().rss
+            rss = q.memory_info().rss
         except psutil.Error:
-            pass
-    return total
+            continue
+        total += rss
+        anon += _status_kb(q.pid).get("RssAnon", 0) * 1024
+        if q.pid == proc.pid:
+            own = rss
+    return total, anon, own
 
 
 def _bytes(path: str | None) -> int:
@@ -287,9 +311,10 @@ def measure(stage: str, args: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.data_scale", "--child", stage, json.dumps(args)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak = peak_anon = peak_own = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss(proc))
+        total, anon, own = _tree_rss(proc)
+        peak, peak_anon, peak_own = max(peak, total), max(peak_anon, anon), max(peak_own, own)
         time.sleep(0.1)
     wall = time.perf_counter() - start
     stdout, stderr = proc.communicate()
@@ -304,9 +329,10 @@ def measure(stage: str, args: dict[str, Any]) -> dict[str, Any]:
         "source": args["label"], "stage": stage, "rows": rows, "wall_s": round(wall, 1),
         "rows_per_s": round(rows / wall, 1) if wall else 0, "cpu_s": round(cpu, 1),
         "cores": round(cpu / wall, 2) if wall else 0, "peak_rss_mb": round(peak / 2**20),
+        "peak_anon_mb": round(peak_anon / 2**20), "peak_step_mb": round(peak_own / 2**20),
         "out_mb": round((_bytes(result.get("out_dir")) + _bytes(result.get("extra"))) / 2**20, 1),
         "load": round(load, 1), "load_after": round(os.getloadavg()[0], 1),
-        **{k: v for k, v in result.items() if k in ("ok", "text_tokens", "workers")},
+        **{k: v for k, v in result.items() if k in ("ok", "text_tokens", "workers", "counter")},
     }
     print(json.dumps(row), flush=True)
     return row
@@ -322,8 +348,9 @@ def tiny_model(out: Path) -> Path:
     return target
 
 
-COLUMNS = ["source", "stage", "rows", "wall_s", "rows_per_s", "cpu_s", "cores", "peak_rss_mb", "out_mb", "load",
-           "workers", "ok", "text_tokens"]
+COLUMNS = ["source", "stage", "rows", "wall_s", "rows_per_s", "cpu_s", "cores", "peak_rss_mb", "peak_anon_mb",
+           "peak_step_mb", "out_mb", "load",
+           "workers", "ok", "text_tokens", "counter"]
 
 
 def table_md(files: list[Path]) -> str:
@@ -371,7 +398,7 @@ def run(argv: list[str] | None = None) -> int:
         else:
             gen_longalign(src, n, a.long_words)
         print(f"# {kind} {n}: source ready in {time.perf_counter() - t:.0f} s ({_bytes(str(src)) / 2**20:.0f} MB)", flush=True)
-        args = {"kind": kind, "src": str(src), "out": str(out / "runs" / f"{kind}-{n}"), "model": str(model),
+        args = {"kind": kind, "src": str(src), "out": str(out / "runs" / f"{kind}-{n}"), "model": str(model), "counter_cache": str(out / ".counting-cache"),
                 "workers": a.workers, "batch_size": a.batch_size, "label": f"{kind} {n // 1000}K" if n >= 1000 else f"{kind} {n}"}
         for stage in stages:
             if stage == "polars_chatml" and kind != "llava":
