@@ -373,3 +373,25 @@ def test_raw_builds_a_parquet_source_without_holding_the_file(tmp_path):
     # the default holds the file on top of what both hold (the builder, the cache writer: ~70 MB here)
     assert got["default"]["grown_mb"] - got["ours"]["grown_mb"] > 0.8 * file_mb, (got, file_mb)
     assert got["ours"]["grown_mb"] < 0.75 * file_mb, (got, file_mb)
+
+
+def test_text_tokens_tokenize_at_most_a_bounded_text_per_call(processor, monkeypatch):
+    """Long documents are tokenised in calls of at most TEXT_CHARS_PER_CALL characters (a
+    longer document alone), in order, with the counts of one call over the whole batch."""
+    from assets.tokens import count
+    from assets.tokens.count import TokenCounter, light_processor
+
+    monkeypatch.setattr(count, "TEXT_CHARS_PER_CALL", 20_000)
+    rng = random.Random(2)
+    rows = [{"messages": [{"role": "user", "content": [{"type": "text", "text": " ".join(
+        rng.choices(["alpha", "beta", "gamma", "delta", "x"], k=n))}]}]} for n in (100, 3000, 1500, 9000, 10, 2500, 2500)]
+    texts = [count.render_chatml(r["messages"]) for r in rows]
+    expected = [len(x) for x in processor.tokenizer(texts)["input_ids"]]
+    light = light_processor(processor)
+    calls = []
+    real = type(light.tokenizer).lengths
+    monkeypatch.setattr(type(light.tokenizer), "lengths", lambda self, group: calls.append(list(group)) or real(self, group))
+    assert TokenCounter(light, {}).text_tokens(rows) == expected
+    assert [t for group in calls for t in group] == texts and len(calls) > 2
+    assert all(len(group) == 1 or sum(map(len, group)) <= 20_000 for group in calls)
+    assert TokenCounter(processor, {}).text_tokens(rows) == expected  # the transformers tokenizer, grouped the same way

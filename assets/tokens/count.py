@@ -125,8 +125,8 @@ class BackendTokenizer:
 # Texts the backend is checked on against the transformers tokenizer: the chat and vision
 # markers, placeholders, unicode, odd whitespace, special tokens inside words.
 PROBE_TEXTS = [
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-    "<|vision_start|><|image_pad|><|vision_end|>What is this?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n",
+    ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+     "<|vision_start|><|image_pad|><|vision_end|>What is this?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n"),
     "<|vision_start|><|video_pad|><|vision_end|> frames\t\t  spaced\n\n\nlines  ",
     "Ünïcödé façade — 日本語のテキスト, emoji 🦒🦒, math ∑x² ≤ 10, tabs\tand\u00a0nbsp",
     "word<|im_end|>word<|endoftext|> <|im_start|>",
@@ -182,6 +182,24 @@ def light_processor(processor: Any) -> Any:
     return LightProcessor(backend_tokenizer(processor.tokenizer), rule)
 
 
+# Characters per tokenizer call (about 250K tokens of English): bounds a worker's encodings.
+TEXT_CHARS_PER_CALL = 1 << 20
+
+
+def char_groups(texts: Sequence[str], limit: int) -> list[list[str]]:
+    """``texts`` cut into consecutive groups of at most ``limit`` characters (a longer text
+    alone in its group), in order."""
+    groups: list[list[str]] = []
+    size = limit + 1
+    for text in texts:
+        if size + len(text) > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(text)
+        size += len(text)
+    return groups
+
+
 @dataclass
 class TokenCounter:
     """Counts with one processor; ``videos`` maps (sample_id, video_no) -> grid rows, or to a
@@ -218,17 +236,20 @@ class TokenCounter:
         return ip.get_number_of_image_patches(height, width, {}) // (ip.merge_size**2)
 
     def text_tokens(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Tokens of each row's rendered chat text, from one batched tokenizer call (the fast
+        """Tokens of each row's rendered chat text, from batched tokenizer calls (the fast
         tokenizer's batch gives each text the ids it gets alone, and spreads the batch over
-        its threads)."""
+        its threads) of at most ``TEXT_CHARS_PER_CALL`` characters: a call holds an encoding
+        (ids, offsets, token strings) of every token of its texts, about 130 B a token, so 512
+        long documents in one call held 900 MB per worker."""
         texts = [render_chatml(r["messages"]) for r in rows]
-        if not texts:
-            return []
         tokenizer = self.processor.tokenizer
-        if isinstance(tokenizer, BackendTokenizer):
-            return tokenizer.lengths(texts)
-        ids = tokenizer(texts, return_attention_mask=False)["input_ids"]
-        return [len(x) for x in ids]
+        lengths: list[int] = []
+        for group in char_groups(texts, TEXT_CHARS_PER_CALL):
+            if isinstance(tokenizer, BackendTokenizer):
+                lengths += tokenizer.lengths(group)
+            else:
+                lengths += [len(x) for x in tokenizer(group, return_attention_mask=False)["input_ids"]]
+        return lengths
 
     def count(self, row: Mapping[str, Any], n_text: int | None = None) -> dict[str, Any]:
         """The row's counts; ``n_text`` is its text tokens when a batched call already has them."""
