@@ -239,7 +239,7 @@ class TokenCounter:
         """Tokens of each row's rendered chat text, from batched tokenizer calls (the fast
         tokenizer's batch gives each text the ids it gets alone, and spreads the batch over
         its threads) of at most ``TEXT_CHARS_PER_CALL`` characters: a call holds an encoding
-        (ids, offsets, token strings) of every token of its texts, about 130 B a token, so 512
+        (ids, offsets, token strings) of every token of its texts, about 105 B a token, so 512
         long documents in one call held 900 MB per worker."""
         texts = [render_chatml(r["messages"]) for r in rows]
         tokenizer = self.processor.tokenizer
