@@ -395,3 +395,18 @@ def test_text_tokens_tokenize_at_most_a_bounded_text_per_call(processor, monkeyp
     assert [t for group in calls for t in group] == texts and len(calls) > 2
     assert all(len(group) == 1 or sum(map(len, group)) <= 20_000 for group in calls)
     assert TokenCounter(processor, {}).text_tokens(rows) == expected  # the transformers tokenizer, grouped the same way
+
+
+def test_the_stages_batches_are_bounded_in_rows_and_in_bytes(monkeypatch):
+    """Left to choose, a stage spreads every core over batches of at most 512 rows, at least
+    4 per worker, and about BATCH_BYTES of data each (long documents); workers set in config
+    keep the configured batch size; a small source runs in one process."""
+    from assets.contract import pool
+
+    monkeypatch.setattr(pool, "default_workers", lambda: 2)
+    assert pool.plan_workers(0, 1_000_000, 512, 1_000_000 * 1_100) == (2, 512)  # LLaVA rows
+    assert pool.plan_workers(0, 1_000, 512, 1_000 * 60_000) == (2, 125)  # 4 batches per worker
+    workers, batch = pool.plan_workers(0, 10_000, 512, 10_000 * 60_000)  # 60 KB documents
+    assert workers == 2 and batch == pool.BATCH_BYTES // 60_000 and batch * 60_000 <= pool.BATCH_BYTES
+    assert pool.plan_workers(2, 10_000, 512, 10_000 * 60_000) == (2, 512)
+    assert pool.plan_workers(0, 10_000, 512, pool.POOL_MIN_BYTES - 1) == (1, 512)

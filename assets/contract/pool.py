@@ -42,20 +42,25 @@ def resolve_workers(workers: int | None) -> int:
 # process: starting spawned workers costs seconds, more than the work (the embedded demo).
 POOL_MIN_BYTES = 8 << 20
 BATCHES_PER_WORKER = 4
+# Data per batch (uncompressed Parquet bytes, on average) when the stage chooses: a worker
+# holds a few batches as Python objects and their tokenizer encodings, 10-20x this.
+BATCH_BYTES = 8 << 20
 
 
 def plan_workers(workers: int | None, rows: int, batch_size: int, data_bytes: int) -> tuple[int, int]:
     """(processes, rows per batch) for ``rows`` rows of ``data_bytes``. Workers set in config
     are used as given (at most one per batch). Left to the default (None or 0), every core
     once the data is worth a pool, and batches small enough that each worker gets several
-    (a source of 300 long documents is not one batch on one core)."""
+    (a source of 300 long documents is not one batch on one core) and that a batch holds
+    about ``BATCH_BYTES`` at most (512 LongAlign documents are 30 MB of text)."""
     batch_size = max(1, int(batch_size))
     if workers and workers > 0:
         return max(1, min(int(workers), -(-rows // batch_size))), batch_size
     cores = default_workers()
     if cores <= 1 or rows < 2 or data_bytes < POOL_MIN_BYTES:
         return 1, batch_size
-    batch = max(1, min(batch_size, -(-rows // (cores * BATCHES_PER_WORKER))))
+    by_bytes = max(1, BATCH_BYTES * rows // max(1, data_bytes))
+    batch = max(1, min(batch_size, -(-rows // (cores * BATCHES_PER_WORKER)), by_bytes))
     return max(1, min(cores, -(-rows // batch))), batch
 
 
