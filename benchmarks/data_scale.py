@@ -4,8 +4,10 @@ the published schemas, with baselines measured in the same run.
 Each stage runs in its own process (as a Dagster step does); this process samples the RSS of
 that process tree (the pool workers included) every 0.1 s and reads its CPU time from
 ``RUSAGE_CHILDREN``. Reported per stage and size: wall, rows/s, CPU-s, cores used
-(CPU-s / wall), peak RSS (sum over the tree) and output bytes; the machine's load average
-goes with every row, since the host is shared.
+(CPU-s / wall), peak RSS (sum over the tree; also its anonymous part and the stage process's
+own) and output bytes; the machine's load average goes with every row, since the host is shared.
+token_counts counts with ``counting_processor`` as the asset does: the checked light pair stored
+under ``--out``/.counting-cache, so only a model's first run loads the processor (``counter``).
 
 Sources (generated once under ``--out``, streamed to disk):
 - ``llava``: LLaVA-Instruct-150K's JSON array (id, image, conversations [{from, value}]), 2-6
@@ -17,7 +19,8 @@ Sources (generated once under ``--out``, streamed to disk):
 
 Baselines on the same rows:
 - ``tokenizer_batched``: the Hugging Face tokenizer's batched call on the rendered ChatML texts
-  (its own threads on), the counts compared with ours (text tokens + one pad per image);
+  (``AutoTokenizer`` of the model, its own threads on), the counts compared with ours (text
+  tokens + one pad per image);
 - ``datasets_map``: ``datasets.map(batched=True, num_proc=all cores)`` rendering and counting;
 - ``polars_chatml``: LLaVA's normalisation (roles, placeholders, whitespace) as polars
   expressions in a lazy query written with ``sink_parquet`` (no media checks, no cleaning rules
