@@ -410,3 +410,21 @@ def test_the_stages_batches_are_bounded_in_rows_and_in_bytes(monkeypatch):
     assert workers == 2 and batch == pool.BATCH_BYTES // 60_000 and batch * 60_000 <= pool.BATCH_BYTES
     assert pool.plan_workers(2, 10_000, 512, 10_000 * 60_000) == (2, 512)
     assert pool.plan_workers(0, 10_000, 512, pool.POOL_MIN_BYTES - 1) == (1, 512)
+
+
+def test_the_json_lines_copy_drops_the_mapped_pages_it_has_copied(tmp_path, monkeypatch):
+    """Dropping the copied part of the source's memory map every few pages (as every 64 MB of a
+    real source) leaves the copy byte for byte what one pass over the whole map writes."""
+    from assets.sources import hub
+
+    rows = [{"id": str(i), "conversations": [{"from": "human", "value": "q " * (i % 50)}, {"from": "gpt", "value": "a\\n" * 3}]}
+            for i in range(3000)]
+    src = tmp_path / "user" / "llava.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps(rows, indent=1))
+    (whole,) = hub.json_lines_copies([src], tmp_path / "whole")
+    monkeypatch.setattr(hub, "DROP_MAPPED_BYTES", 3 * 4096)
+    (dropped,) = hub.json_lines_copies([src], tmp_path / "dropped")
+    assert src.stat().st_size > 40 * hub.DROP_MAPPED_BYTES  # dropped some 40 times
+    assert dropped.read_bytes() == whole.read_bytes()
+    assert [json.loads(line) for line in dropped.read_text().splitlines()] == rows

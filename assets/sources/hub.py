@@ -169,6 +169,10 @@ def is_json_array_source(spec: SourceSpec) -> bool:
     return bool(spec.data_files) and all(str(f).lower().endswith(".json") for f in spec.data_files)
 
 
+# Mapped source bytes copied before their pages are dropped from the process (see below).
+DROP_MAPPED_BYTES = 64 << 20
+
+
 def json_lines_copies(files: list[Path], work_dir: Path) -> list[Path]:
     """``files`` with every JSON array of objects replaced by a JSON Lines copy, made once in a
     streaming pass (``datasets`` parses a JSON array whole, about 8x its size in memory, but
@@ -194,9 +198,16 @@ def json_lines_copies(files: list[Path], work_dir: Path) -> list[Path]:
         if not target.is_file():
             with atomic_path(target) as tmp, f.open("rb") as src, tmp.open("wb") as dst, \
                     mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                dropped = 0
                 for lo, hi, _ in array_spans(buf, start):
                     dst.write(bytes(buf[lo:hi]).replace(b"\r", b" ").replace(b"\n", b" ").strip())
                     dst.write(b"\n")
+                    if lo - dropped >= DROP_MAPPED_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+                        # the copied part's pages leave this process's RSS (a read-only map of the
+                        # file: they are read again from it if ever touched)
+                        upto = lo // mmap.PAGESIZE * mmap.PAGESIZE
+                        buf.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+                        dropped = upto
         out.append(target)
     return out
 
