@@ -11,8 +11,14 @@ and answers as the evaluated items) drawn at *other seeds*, so no evaluated item
 * Video-MME and LongVideoBench questions true of the clips (which test pattern, how long);
 * planted-fact retrieval in text: a short document with a fact at a random depth and four
   locker numbers to choose from (the ETVLM long-text task at short length);
-* naming what a drawn picture shows (a colour, a shape): dense supervision for the vision
-  side, which a yes/no answer's single bit gives too little of.
+* naming the colour of a drawn shape: dense supervision for the vision side, which a yes/no
+  answer's single bit gives too little of (the first phase of ``eval.base_model``'s curriculum);
+* "is there a <colour> <shape>?" over a drawn picture, in the benchmarks' phrasings (the
+  second phase).
+
+Every item's picture is drawn from the item's own seed, and the item's question does not
+depend on whether its picture was already on disk, so a rerun asks the same questions about the
+same pictures.
 
 Items longer than the original context are dropped here (``max_tokens``), so what the model
 meets beyond that length at evaluation is new to it: that is what context extension is for.
@@ -50,7 +56,8 @@ class SyntheticConfig:
     haystack_items_per_size: int = 100
     retrieval_items: int = 240
     retrieval_words: tuple[int, int] = (20, 90)
-    describe_items: int = 600
+    describe_items: int = 1200
+    existence_items: int = 1200
     image_size: int = 56
     seed: int = TRAIN_SEED_BASE
 
@@ -125,17 +132,15 @@ def describe_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
     colours = list(COLOURS)
     out = []
     for i in range(cfg.describe_items):
-        k = rng.randint(1, 3)
+        k = 1 if i % 2 == 0 else rng.randint(1, 3)
         shapes = rng.sample(list(SHAPES), k)
         objs = [(c, s) for c, s in zip(rng.sample(colours, k), shapes)]
+        size = cfg.image_size if k == 1 else rng.choice((cfg.image_size, 2 * cfg.image_size))
         path = folder / f"{i:05d}.png"
-        if not path.is_file():
-            draw_objects(objs, rng.choice((56, 112)), random.Random(f"describe-img:{cfg.seed}:{i}")).save(path)
+        if not path.is_file():  # drawn from its own seed: the item's rng stream is the same either way
+            draw_objects(objs, size, random.Random(f"describe-img:{cfg.seed}:{i}")).save(path)
         colour, shape = rng.choice(objs)
-        if rng.random() < 0.5:
-            prompt, target = f"What colour is the {shape}?", colour
-        else:
-            prompt, target = f"Which shape is {colour}?", shape
+        prompt, target = f"What colour is the {shape}?", colour
         out.append(
             EvalItem(
                 benchmark=DESCRIBE,
@@ -145,14 +150,65 @@ def describe_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
                 answer_type=YES_NO,
                 images=[str(path)],
                 split=DESCRIBE,
-                extra={"target_text": target},
+                extra={"target_text": target, "objects": k},
+            )
+        )
+    return out
+
+
+EXISTENCE = "existence"
+
+
+def existence_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
+    """The yes/no step after naming: "is there a <colour> <shape>?" over a drawn picture, in the
+    phrasings of the benchmarks that ask it (MME's existence and colour questions, a one-image
+    Visual Haystack question), half of them true. A false one names a colour the picture does
+    not hold, as the benchmarks' generators do, so the answer is in the picture and nowhere else
+    (training only, never evaluated)."""
+    from eval.benchmarks.mme import MME_POST_PROMPT
+    from eval.benchmarks.visual_haystack import PROMPT_PREFIX, question
+
+    rng = random.Random(f"existence:{cfg.seed}")
+    folder = root / EXISTENCE
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = list(COLOURS)
+    out = []
+    for i in range(cfg.existence_items):
+        k = rng.randint(1, 3)
+        objs = list(zip(rng.sample(colours, k), rng.sample(list(SHAPES), k)))
+        size = rng.choice((cfg.image_size, 2 * cfg.image_size))
+        path = folder / f"{i:05d}.png"
+        if not path.is_file():
+            draw_objects(objs, size, random.Random(f"existence-img:{cfg.seed}:{i}")).save(path)
+        present = rng.choice(objs)
+        absent = (rng.choice([c for c in colours if c not in {o[0] for o in objs}]), rng.choice(SHAPES))
+        answer = "yes" if i % 2 == 0 else "no"
+        colour, shape = present if answer == "yes" else absent
+        form = rng.randrange(3 if k > 1 else 2)  # the haystack phrasing needs an anchor besides the target
+        if form == 0:
+            prompt = f"Is there a {colour} {shape} in this image?{MME_POST_PROMPT}"
+        elif form == 1:
+            prompt = f"Is the {present[1]} in the image {colour}?{MME_POST_PROMPT}"
+        else:
+            anchor = next(o for o in objs if o != present)
+            prompt = PROMPT_PREFIX + question(anchor, (colour, shape))
+        out.append(
+            EvalItem(
+                benchmark=EXISTENCE,
+                item_id=f"existence-{cfg.seed}-{i}",
+                prompt=prompt,
+                answer=answer,
+                answer_type=YES_NO,
+                images=[str(path)],
+                split=EXISTENCE,
+                extra={"objects": k},
             )
         )
     return out
 
 
 def training_items(root: Path, cfg: SyntheticConfig = SyntheticConfig()) -> list[EvalItem]:
-    return benchmark_items(root, cfg) + retrieval_items(cfg) + describe_items(root, cfg)
+    return benchmark_items(root, cfg) + retrieval_items(cfg) + describe_items(root, cfg) + existence_items(root, cfg)
 
 
 CHAT_WORDS = ("system", "user", "assistant", "You are a helpful assistant.", "Yes", "No", "yes", "no")

@@ -3,9 +3,10 @@
 The embedded default has no pretrained Qwen2-VL to start from, and a random model scores chance
 on everything, which makes every extension method look the same. ``model/base`` therefore runs
 this loop once (minutes on two CPU cores, cached by content hash by the asset) over answer
-continuations of short items (``eval.synthetic``): every parameter trains, vision tower
-included, since there is no pretrained tower to keep. The extension stages later train only
-the LLM backbone, as the paper does.
+continuations of short items (``eval.synthetic``): the language model trains and the
+vision tower keeps its seeded random weights (``vision_lr_scale``: training a random tower
+from scratch here collapses its output before the language model learns to read it). The
+extension stages later train only the LLM backbone, as the paper does.
 
 The loop is plain torch: AdamW, linear warmup then cosine decay, gradient clipping, cross
 entropy on the answer tokens only. Batches come from a callable ``batch(step)`` (dicts of model
@@ -27,7 +28,7 @@ import torch
 
 @dataclass(frozen=True)
 class BaseTrainingConfig:
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 16
     learning_rate: float = 3e-3
     warmup_steps: int = 30
@@ -40,9 +41,13 @@ class BaseTrainingConfig:
     """torch intra-op threads while training (None: leave torch's setting). The tiny model's
     kernels are too small to gain from a second thread, and on a busy host two threads per op
     ran 5-6x slower than one (measured on this project's 2-core VM under load)."""
-    vision_lr_scale: float = 20.0
-    """The vision tower's learning rate as a multiple of ``learning_rate``: it starts random
-    and gets a small share of the gradient, so it may need a larger step to learn features."""
+    vision_lr_scale: float = 0.0
+    """The vision tower's learning rate as a multiple of ``learning_rate``; 0 keeps it frozen
+    at its seeded random weights. Measured on the embedded tasks: a trained random tower
+    (x20, x1, even x0.1) first collapses its output to a near-constant vector, and the
+    language model learns to ignore the image before the tower learns features; frozen, its
+    random features keep the drawn colours linearly decodable (95% with a linear probe), and
+    naming a colour is learned within a few hundred steps."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,21 +91,27 @@ def train_base(
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     try:
         return _train(model, batch, cfg, log)
     finally:
         torch.set_num_threads(threads)
+        for n, p in model.named_parameters():  # a frozen tower trains again in the extension stages' own setup
+            p.requires_grad_(n in trainable)
 
 
 def _train(model, batch, cfg: BaseTrainingConfig, log) -> BaseTrainingResult:
     torch.manual_seed(cfg.seed)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
     vision = [p for n, p in named if ".visual." in f".{n}."]
     rest = [p for n, p in named if ".visual." not in f".{n}."]
     groups = [{"params": rest, "lr": cfg.learning_rate}]
-    if vision:
+    if vision and cfg.vision_lr_scale > 0:
         groups.append({"params": vision, "lr": cfg.learning_rate * cfg.vision_lr_scale})
+    elif vision:  # frozen: no gradient computed for the tower at all
+        for p in vision:
+            p.requires_grad_(False)
+    params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     model.train()

@@ -92,6 +92,11 @@ def base_model(context: dg.AssetExecutionContext, config: BaseModelConfig, store
                 "Held-out training items (other seeds than the benchmarks'), accuracy % before and after:\n\n"
                 + markdown_table(result.held_out)
             )
+        if result.phases:
+            md["curriculum"] = dg.MetadataValue.md(
+                "The curriculum (eval.base_model.Phase): each phase draws its batches from the items it admits.\n\n"
+                + markdown_table(result.phases)
+            )
         if result.losses:
             lrs = [(s, spec.training.learning_rate * lr_factor(s - 1, spec.training)) for s, _ in result.losses]
             png = training_curves_png(result.losses, lrs, "base model: answer")
