@@ -74,8 +74,8 @@ class Phase:
 
 CURRICULUM = (
     Phase("naming", 400, (DESCRIBE,), max_objects=1),
-    Phase("colour yes/no", 300, (DESCRIBE, EXISTENCE, "mme/existence", "mme/color", "visual_haystack"), max_images=2),
-    Phase("every task", 300),
+    Phase("colour yes/no", 200, (DESCRIBE, EXISTENCE, "mme/existence", "mme/color", "visual_haystack"), max_images=2),
+    Phase("every task", 200),
 )
 """The default curriculum; the last phase runs until ``BaseTrainingConfig.steps``."""
 

@@ -28,7 +28,7 @@ import torch
 
 @dataclass(frozen=True)
 class BaseTrainingConfig:
-    steps: int = 1000
+    steps: int = 800
     batch_size: int = 16
     learning_rate: float = 3e-3
     warmup_steps: int = 30
