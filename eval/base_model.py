@@ -84,11 +84,11 @@ def phase_schedule(curriculum: Sequence[Phase], total_steps: int) -> list[tuple[
     """(phase, first step) for the phases that start before ``total_steps``; the last phase
     given runs to the end whatever its own ``steps``."""
     out, start = [], 0
-    for i, phase in enumerate(curriculum):
+    for phase in curriculum:
         if start >= total_steps:
             break
         out.append((phase, start))
-        start += phase.steps if i < len(curriculum) - 1 else 0
+        start += phase.steps
     return out
 
 

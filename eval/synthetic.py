@@ -121,6 +121,16 @@ def retrieval_items(cfg: SyntheticConfig) -> list[EvalItem]:
 DESCRIBE = "describe"
 
 
+def picture(folder: Path, i: int, objs: list[tuple[str, str]], size: int, seed: str) -> Path:
+    """The ``i``-th training picture of ``folder``, drawn from its own ``seed`` unless it is on
+    disk already. The caller's random stream is not touched here, so an item's question is the
+    same whether its picture existed or not (a rerun once asked about pictures it had not drawn)."""
+    path = folder / f"{i:05d}.png"
+    if not path.is_file():
+        draw_objects(objs, size, random.Random(seed)).save(path)
+    return path
+
+
 def describe_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
     """Dense supervision for the vision side: a drawn picture (the benchmarks' 2x2 layout) and
     "What colour is the <shape>?" / "Which shape is <colour>?", answered in words. A yes/no
@@ -136,9 +146,7 @@ def describe_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
         shapes = rng.sample(list(SHAPES), k)
         objs = [(c, s) for c, s in zip(rng.sample(colours, k), shapes)]
         size = cfg.image_size if k == 1 else rng.choice((cfg.image_size, 2 * cfg.image_size))
-        path = folder / f"{i:05d}.png"
-        if not path.is_file():  # drawn from its own seed: the item's rng stream is the same either way
-            draw_objects(objs, size, random.Random(f"describe-img:{cfg.seed}:{i}")).save(path)
+        path = picture(folder, i, objs, size, f"describe-img:{cfg.seed}:{i}")
         colour, shape = rng.choice(objs)
         prompt, target = f"What colour is the {shape}?", colour
         out.append(
@@ -177,9 +185,7 @@ def existence_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
         k = rng.randint(1, 3)
         objs = list(zip(rng.sample(colours, k), rng.sample(list(SHAPES), k)))
         size = rng.choice((cfg.image_size, 2 * cfg.image_size))
-        path = folder / f"{i:05d}.png"
-        if not path.is_file():
-            draw_objects(objs, size, random.Random(f"existence-img:{cfg.seed}:{i}")).save(path)
+        path = picture(folder, i, objs, size, f"existence-img:{cfg.seed}:{i}")
         present = rng.choice(objs)
         absent = (rng.choice([c for c in colours if c not in {o[0] for o in objs}]), rng.choice(SHAPES))
         answer = "yes" if i % 2 == 0 else "no"
