@@ -32,11 +32,11 @@ from typing import Any
 
 from eval.items import EvalItem
 from eval.runner import Prepared, RunConfig, Runner
-from eval.synthetic import DESCRIBE, EXISTENCE, SyntheticConfig, items_fingerprint, tokenizer_texts, training_items
+from eval.synthetic import DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, items_fingerprint, tokenizer_texts, training_items
 from training.base_training import BaseTrainingConfig, train_base
 from training.tiny_model import BASE_RECORD_KEY, TinyModelConfig, build_model, train_tokenizer
 
-BASE_MODEL_VERSION = 2  # bump when the recipe changes for the same inputs
+BASE_MODEL_VERSION = 3  # bump when the recipe changes for the same inputs
 CACHE_FILE = "giraffe_base.json"
 HELD_OUT = 128
 NAMING = "naming (one shape's colour)"  # the held-out row of the curriculum's first skill
@@ -73,9 +73,10 @@ class Phase:
 
 
 CURRICULUM = (
-    Phase("naming", 400, (DESCRIBE,), max_objects=1),
-    Phase("colour yes/no", 200, (DESCRIBE, EXISTENCE, "mme/existence", "mme/color", "visual_haystack"), max_images=2),
-    Phase("every task", 200),
+    Phase("naming", 400, (DESCRIBE, TEXT_EXISTENCE), max_objects=1),
+    Phase("colour yes/no", 1200, (DESCRIBE, TEXT_EXISTENCE, EXISTENCE, "mme/existence", "mme/color", "visual_haystack"),
+          max_images=2),
+    Phase("every task", 400),
 )
 """The default curriculum; the last phase runs until ``BaseTrainingConfig.steps``."""
 
@@ -210,7 +211,7 @@ def build_base_model(
         runner = Runner(model, processor, "base", run_config)
         prepared, dropped = prepare_within(runner, items, spec.original_length)
         random.Random(spec.training.seed).shuffle(prepared)
-        held = [p for p in prepared if p.item.benchmark != DESCRIBE][:HELD_OUT]  # scored items only
+        held = [p for p in prepared if p.item.benchmark not in (DESCRIBE, TEXT_EXISTENCE)][:HELD_OUT]  # picture items only
         naming = [p for p in prepared if p.item.benchmark == DESCRIBE and p.item.extra.get("objects") == 1][:HELD_OUT // 2]
         kept = {id(p) for p in (*held, *naming)}
         train = [p for p in prepared if id(p) not in kept]

@@ -5,7 +5,9 @@ on everything, which makes every extension method look the same. ``model/base`` 
 this loop once (minutes on two CPU cores, cached by content hash by the asset) over answer
 continuations of short items (``eval.synthetic``): the language model trains and the
 vision tower keeps its seeded random weights (``vision_lr_scale``: training a random tower
-from scratch here collapses its output before the language model learns to read it). The
+from scratch here collapses its output before the language model learns to read it) except
+its projector (``projector_lr_scale``), which learns to hand the language model image tokens
+it can read. The
 extension stages later train only the LLM backbone, as the paper does.
 
 The loop is plain torch: AdamW, linear warmup then cosine decay, gradient clipping, cross
@@ -28,7 +30,7 @@ import torch
 
 @dataclass(frozen=True)
 class BaseTrainingConfig:
-    steps: int = 800
+    steps: int = 2000
     batch_size: int = 16
     learning_rate: float = 3e-3
     warmup_steps: int = 30
@@ -48,6 +50,12 @@ class BaseTrainingConfig:
     language model learns to ignore the image before the tower learns features; frozen, its
     random features keep the drawn colours linearly decodable (95% with a linear probe), and
     naming a colour is learned within a few hundred steps."""
+    projector_lr_scale: float = 1.0
+    """The vision tower's merger (the projector from vision features to the language model's
+    width) as a multiple of ``learning_rate`` while the rest of the tower stays frozen: LLaVA's
+    recipe of a trained projector over a fixed encoder. 0 freezes it with the tower. Measured on
+    the embedded tasks (1,500 steps, same items): the picture yes/no questions reached 72% held
+    out with the projector trained and 55% with it frozen (chance 50%)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,13 +111,20 @@ def train_base(
 def _train(model, batch, cfg: BaseTrainingConfig, log) -> BaseTrainingResult:
     torch.manual_seed(cfg.seed)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    vision = [p for n, p in named if ".visual." in f".{n}."]
-    rest = [p for n, p in named if ".visual." not in f".{n}."]
+    def is_vision(n: str) -> bool:
+        return ".visual." in f".{n}."
+
+    def is_projector(n: str) -> bool:
+        return is_vision(n) and ".merger." in f".{n}."
+
+    rest = [p for n, p in named if not is_vision(n)]
     groups = [{"params": rest, "lr": cfg.learning_rate}]
-    if vision and cfg.vision_lr_scale > 0:
-        groups.append({"params": vision, "lr": cfg.learning_rate * cfg.vision_lr_scale})
-    elif vision:  # frozen: no gradient computed for the tower at all
-        for p in vision:
+    for members, scale in ((lambda n: is_vision(n) and not is_projector(n), cfg.vision_lr_scale),
+                           (is_projector, cfg.projector_lr_scale)):
+        params = [p for n, p in named if members(n)]
+        if params and scale > 0:
+            groups.append({"params": params, "lr": cfg.learning_rate * scale})
+        for p in params if scale <= 0 else ():  # frozen: no gradient computed for them at all
             p.requires_grad_(False)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

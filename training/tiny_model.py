@@ -51,6 +51,13 @@ class TinyModelConfig:
     vision_heads: int = 2
     max_position_embeddings: int = 256  # L_V: the embedded base's original context (eval.base_model), the stages lie beyond it
     rope_theta: float = 1_000_000.0
+    initializer_range: float = 0.2
+    """Std of the language model's random weights. transformers' 0.02 suits a 4,096-wide
+    model (about 1/sqrt(width)); at width 64 it leaves every activation so small that attention
+    is uniform and the model is nearly linear, and a comparison (is the asked colour the one in
+    the context?) then has no gradient to start from: measured, "The word is X. Is it Y?"
+    stayed at 50% for 1,500 steps at 0.02 and reached 100% held out within 250 at 0.2."""
+    vision_initializer_range: float = 0.02
     seed: int = 0
 
 
@@ -109,6 +116,7 @@ def build_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
             "tie_word_embeddings": True,
+            "initializer_range": cfg.initializer_range,
         },
         vision_config={
             "depth": cfg.vision_depth,
@@ -120,6 +128,7 @@ def build_model(tokenizer, cfg: TinyModelConfig = TinyModelConfig()):
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "in_channels": 3,
+            "initializer_range": cfg.vision_initializer_range,
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
