@@ -298,7 +298,7 @@ def effective_text(summary: Mapping[str, Any]) -> str:
     threshold = f"{eff.get('threshold', 0.6):.0%}"
     if eff.get("n_images") is not None:
         tokens = "" if eff.get("tokens") is None else f" (~{round(eff['tokens'])} tokens)"
-        return f"{eff['n_images']} images{tokens}"
+        return f"{eff['n_images']} image{'' if eff['n_images'] == 1 else 's'}{tokens}"
     if not curve:
         return "not evaluated"
     ns = [p["n_images"] for p in curve]
