@@ -34,7 +34,7 @@ from eval.items import EvalItem
 from eval.runner import Prepared, RunConfig, Runner
 from eval.synthetic import DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, items_fingerprint, tokenizer_texts, training_items
 from training.base_training import BaseTrainingConfig, train_base
-from training.tiny_model import BASE_RECORD_KEY, TinyModelConfig, build_model, train_tokenizer
+from training.tiny_model import BASE_INIT_RANGE, BASE_RECORD_KEY, TinyModelConfig, build_model, train_tokenizer
 
 BASE_MODEL_VERSION = 3  # bump when the recipe changes for the same inputs
 CACHE_FILE = "giraffe_base.json"
@@ -97,7 +97,7 @@ def phase_schedule(curriculum: Sequence[Phase], total_steps: int) -> list[tuple[
 class BaseModelSpec:
     """Everything the embedded base model depends on (its cache key, with the items' hash)."""
 
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(initializer_range=BASE_INIT_RANGE))
     training: BaseTrainingConfig = field(default_factory=BaseTrainingConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     curriculum: tuple[Phase, ...] = CURRICULUM

@@ -18,7 +18,7 @@ from eval.synthetic import (DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig
                             text_existence_items, tokenizer_texts)
 from training.base_training import BaseTrainingConfig, answer_loss, train_base
 from training.processor import build_processor
-from training.tiny_model import TinyModelConfig, build_model, train_tokenizer
+from training.tiny_model import BASE_INIT_RANGE, TinyModelConfig, build_model, train_tokenizer
 
 SMALL = SyntheticConfig(describe_items=60, existence_items=60, text_existence_items=60)
 
@@ -141,14 +141,14 @@ def test_taught_to_name_the_model_answers_from_the_picture(tmp_path):
 
 
 def test_the_tiny_models_init_scale_lets_it_learn_a_comparison():
-    """"There is a red circle. Is there a blue square?" (one described object): at the tiny
-    model's default init the yes/no is learned within 300 steps; at transformers' 0.02 (right
+    """"There is a red circle. Is there a blue square?" (one described object): at the
+    taught base's init scale (BASE_INIT_RANGE) the yes/no is learned within 300 steps; at transformers' 0.02 (right
     for a 4,096-wide model, not a 64-wide one) the same run stays at chance. This is what kept
     every yes/no answer of the earlier base model at 50%."""
     items = [i for i in text_existence_items(SyntheticConfig(text_existence_items=1800)) if i.extra["objects"] == 1]
     tok = train_tokenizer(tokenizer_texts(["yes no"], items), 1024)
     accuracy = {}
-    for init in (TinyModelConfig().initializer_range, 0.02):
+    for init in (BASE_INIT_RANGE, 0.02):
         torch.manual_seed(0)
         model = build_model(tok, TinyModelConfig(initializer_range=init))
         runner = Runner(model, build_processor(tok), "t", RunConfig(answer_mode="likelihood"))
@@ -159,4 +159,4 @@ def test_the_tiny_models_init_scale_lets_it_learn_a_comparison():
         rows = runner.run([p.item for p in held])
         accuracy[init] = sum(r["correct"] for r in rows) / len(rows)
     assert sum(i.answer == "yes" for i in items[-100:]) in range(35, 66)  # both answers held out
-    assert accuracy[TinyModelConfig().initializer_range] >= 0.8 and accuracy[0.02] <= 0.65, accuracy
+    assert accuracy[BASE_INIT_RANGE] >= 0.8 and accuracy[0.02] <= 0.65, accuracy

@@ -19,10 +19,10 @@ from assets.sources.embedded.text import corpus
 from eval.base_model import BaseModelSpec, build_base_model
 from training.base_training import BaseTrainingConfig, lr_factor
 from training.report import training_curves_png
-from training.tiny_model import TinyModelConfig, base_record
+from training.tiny_model import base_record
 
 # Bump when the embedded tiny model or the download changes what lands on disk.
-BASE_MODEL_CODE_VERSION = "1"
+BASE_MODEL_CODE_VERSION = "2"
 
 
 class BaseModelConfig(dg.Config):
@@ -42,7 +42,6 @@ class BaseModelConfig(dg.Config):
     def spec(self) -> BaseModelSpec:
         training = BaseTrainingConfig(steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate)
         return BaseModelSpec(
-            tiny=TinyModelConfig(),
             training=training,
             original_length=self.original_length,
             tokenizer_documents=self.tokenizer_documents,
