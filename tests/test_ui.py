@@ -266,8 +266,11 @@ def _entries(node: dict) -> dict[str, dict]:
 def test_ui_shows_code_versions_owners_and_freshness(ui_metadata):
     nodes = ui_metadata["nodes"]
     assert [k for k, n in nodes.items() if not n["opVersion"]] == []
-    for key in ("checkpoint", "eval/mme", "leaderboard", "model/base", "raw/mmdu"):
+    from assets.defs.model import BASE_MODEL_CODE_VERSION
+
+    for key in ("checkpoint", "eval/mme", "leaderboard", "raw/mmdu"):
         assert nodes[key]["opVersion"] == "1", key
+    assert nodes["model/base"]["opVersion"] == BASE_MODEL_CODE_VERSION == "2"  # the taught base's recipe changed once
     assert {k: [o["team"] for o in n["owners"]] for k, n in nodes.items() if not n["owners"]} == {}
     assert [o["team"] for o in nodes["checkpoint"]["owners"]] == ["giraffe-training"]
     for key, node in nodes.items():
