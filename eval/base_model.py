@@ -53,9 +53,10 @@ class Phase:
     prior (yes/no, a letter) and never looks at the image (measured: its loss is the same to
     three decimals with the pictures swapped between items). Taught first to name the colour
     of one drawn object (a dense answer only the image holds), it looks: the swapped-picture
-    loss rises several-fold and held-out naming is far above chance. The yes/no and
-    multiple-choice phases follow; within these minutes of CPU training their answers were
-    measured still near chance (a comparison the two-layer model has not learned yet)."""
+    loss rises several-fold and held-out naming is far above chance. The yes/no phase follows
+    (pictures and words-only items together: held-out MME and one-to-two-image Visual Haystack
+    then rise above chance); the option-letter answers of the last phase were measured still
+    near chance within these minutes of CPU training."""
 
     name: str
     steps: int

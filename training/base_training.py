@@ -7,8 +7,7 @@ continuations of short items (``eval.synthetic``): the language model trains and
 vision tower keeps its seeded random weights (``vision_lr_scale``: training a random tower
 from scratch here collapses its output before the language model learns to read it) except
 its projector (``projector_lr_scale``), which learns to hand the language model image tokens
-it can read. The
-extension stages later train only the LLM backbone, as the paper does.
+it can read. The extension stages later train only the LLM backbone, as the paper does.
 
 The loop is plain torch: AdamW, linear warmup then cosine decay, gradient clipping, cross
 entropy on the answer tokens only. Batches come from a callable ``batch(step)`` (dicts of model
@@ -111,21 +110,21 @@ def train_base(
 def _train(model, batch, cfg: BaseTrainingConfig, log) -> BaseTrainingResult:
     torch.manual_seed(cfg.seed)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    def is_vision(n: str) -> bool:
-        return ".visual." in f".{n}."
 
-    def is_projector(n: str) -> bool:
-        return is_vision(n) and ".merger." in f".{n}."
+    def part(n: str) -> str:
+        if ".visual." not in f".{n}.":
+            return "language"
+        return "projector" if ".merger." in f".{n}." else "encoder"
 
-    rest = [p for n, p in named if not is_vision(n)]
-    groups = [{"params": rest, "lr": cfg.learning_rate}]
-    for members, scale in ((lambda n: is_vision(n) and not is_projector(n), cfg.vision_lr_scale),
-                           (is_projector, cfg.projector_lr_scale)):
-        params = [p for n, p in named if members(n)]
+    scales = {"language": 1.0, "encoder": cfg.vision_lr_scale, "projector": cfg.projector_lr_scale}
+    groups = []
+    for name, scale in scales.items():
+        params = [p for n, p in named if part(n) == name]
         if params and scale > 0:
             groups.append({"params": params, "lr": cfg.learning_rate * scale})
-        for p in params if scale <= 0 else ():  # frozen: no gradient computed for them at all
-            p.requires_grad_(False)
+        elif params:  # frozen: no gradient computed for them at all
+            for p in params:
+                p.requires_grad_(False)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
