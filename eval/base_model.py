@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from eval.items import EvalItem
-from eval.runner import Prepared, RunConfig, Runner
+from eval.runner import EMBEDDED_ANSWER_MODE, Prepared, RunConfig, Runner
 from eval.synthetic import DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, items_fingerprint, tokenizer_texts, training_items
 from training.base_training import BaseTrainingConfig, train_base
 from training.tiny_model import BASE_INIT_RANGE, BASE_RECORD_KEY, TinyModelConfig, build_model, train_tokenizer
 
-BASE_MODEL_VERSION = 3  # bump when the recipe changes for the same inputs
+BASE_MODEL_VERSION = 4  # bump when the recipe changes for the same inputs
 CACHE_FILE = "giraffe_base.json"
 HELD_OUT = 128
 NAMING = "naming (one shape's colour)"  # the held-out row of the curriculum's first skill
@@ -107,8 +107,11 @@ class BaseModelSpec:
     corpus_seed: int = 0
     teach: bool = True
 
-    def key(self, items_hash: str) -> str:
+    def key(self, items_hash: str, answer_mode: str = "likelihood") -> str:
+        """``answer_mode``: the training targets are the answers as that mode scores them (a
+        letter, or in ``cloze`` mode the option's text), so it is part of what was taught."""
         data = {
+            "answer_mode": answer_mode,
             "version": BASE_MODEL_VERSION,
             "tiny": asdict(self.tiny),
             "training": self.training.to_dict(),
@@ -178,7 +181,7 @@ def build_base_model(
     work_dir: Path,
     texts: Callable[[], Iterable[str]],
     spec: BaseModelSpec = BaseModelSpec(),
-    run_config: RunConfig = RunConfig(answer_mode="likelihood"),
+    run_config: RunConfig = RunConfig(answer_mode=EMBEDDED_ANSWER_MODE),
     log: Callable[[str], None] | None = None,
 ) -> BaseModelResult:
     """The base model at ``out_dir`` (``save_pretrained`` layout), taught or reused from cache."""
@@ -188,7 +191,7 @@ def build_base_model(
 
     log = log or (lambda msg: None)
     items = training_items(work_dir, spec.synthetic) if spec.teach else []
-    key = spec.key(items_fingerprint(items) if items else "none")
+    key = spec.key(items_fingerprint(items) if items else "none", run_config.answer_mode)
     stamp = out_dir / CACHE_FILE
     if stamp.is_file() and (out_dir / "config.json").is_file():
         saved = json.loads(stamp.read_text())

@@ -31,16 +31,27 @@ HEAD_COLUMNS = (
     Column("method", "position method", description="the recipe's position-extension method"),
     Column("source", "source", description="native (this project's runner) or lmms-eval (its own task code)"),
 )
-TAIL_COLUMNS = (Column("answer_mode", "answer mode", description="generate (greedy + parsing) or likelihood (argmax log-probability)"),)
+TAIL_COLUMNS = (Column("answer_mode", "answer mode", description="generate (greedy + parsing), likelihood (argmax log-probability of Yes/No or the option letters) or cloze (of the options' texts, per byte)"),)
 ALL_COLUMNS: tuple[Column, ...] = (*HEAD_COLUMNS, *(c for b in BENCHMARKS for c in b.columns), *TAIL_COLUMNS)
 COLUMNS: tuple[str, ...] = tuple(c.key for c in ALL_COLUMNS)
 BENCHMARK_COLUMNS: tuple[str, ...] = tuple(c.key for b in BENCHMARKS for c in b.columns)
 REGRESSION_METRICS: tuple[str, ...] = tuple(b.regression_metric for b in BENCHMARKS if b.regression_metric)
-LIKELIHOOD_NOTE = (
-    "_answer mode `likelihood`: the argmax of each candidate answer's log-probability "
-    "(lm-eval-harness multiple choice), not the paper's greedy-generation accuracy; "
-    "the two are not comparable._"
-)
+MODE_NOTES = {
+    "likelihood": "_answer mode `likelihood`: the argmax of each candidate answer's log-probability "
+    "(lm-eval-harness multiple choice: Yes/No, or the option letters), not the paper's greedy-generation accuracy; "
+    "the two are not comparable._",
+    "cloze": "_answer mode `cloze`: yes/no items as in `likelihood`; a multiple-choice item's prediction is the option "
+    "whose *text* has the highest log-probability per byte (OLMES's cloze formulation, lm-eval-harness `acc_norm`), "
+    "not its letter and not the paper's greedy generation: it measures whether the model knows the answer, not "
+    "whether it can name its letter. Chance is the same (1 / options)._",
+}
+"""Said under the table for each scored answer mode a row uses."""
+
+
+def mode_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The notes of the answer modes the rows use (a row of mixed modes reads ``a+b``)."""
+    used = {m for r in rows for m in str(r.get("answer_mode") or "").split("+")}
+    return [note for mode, note in MODE_NOTES.items() if mode in used]
 
 
 def model_id(recipe: str | None = None, stage: str | None = None) -> str:

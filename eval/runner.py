@@ -22,14 +22,24 @@
   - ``"generate"`` (the paper's protocol, the hub default): greedy (``do_sample=False``),
     ``max_new_tokens`` small; the new tokens are decoded and parsed (``eval.parsing``);
     unparseable output is scored wrong and kept verbatim.
-  - ``"likelihood"`` (lm-evaluation-harness-style multiple choice, the embedded default: a tiny
-    random model never writes a parseable answer, so generation accuracy is always 0): each
+  - ``"likelihood"`` (lm-evaluation-harness-style multiple choice: a tiny model never writes a
+    parseable answer, so its generation accuracy is always 0): each
     candidate answer (``Yes``/``No``, or the item's option letters) is scored by the summed
     log-probability of its tokens right after the same generation prompt; the prediction is the
     argmax. One forward pass over the prompt when every candidate is one token (next-token
     log-softmax), otherwise one pass over prompt + candidate per candidate slot (the batch's
     i-th candidates together, right-padded). ``raw_output`` is the chosen candidate's text and
     ``extra.candidate_logprobs`` keeps every candidate's score.
+  - ``"cloze"`` (the embedded default; the cloze formulation of OLMES and lm-eval-harness's ``acc_norm``): as
+    ``likelihood``, but a multiple-choice item's candidates are its options' *texts* ("red",
+    "top left"), each scored by its log-probability per UTF-8 byte, so a longer option is not
+    penalised for its length; yes/no items are scored as in ``likelihood``. Why: picking the
+    letter of the option that matches is a skill of its own (match the option, then copy the
+    letter before it) that small models lack while they already know the answer; the letter
+    form measures that skill, the cloze form the knowledge (OLMES, Gu et al. 2024, scores
+    models that cannot yet answer with letters this way). Measured on the embedded tiny base:
+    letter answers stayed at chance after 2,000 steps of letter-answer training (text-only and
+    picture items), while it names the colour of a drawn shape 98-100% of the time.
 """
 
 from __future__ import annotations
@@ -52,7 +62,11 @@ from assets.video.plan import VideoSamplingConfig
 from eval.items import YES_NO, EvalItem
 from eval.parsing import parse_answer
 
-ANSWER_MODES = ("generate", "likelihood")
+ANSWER_MODES = ("generate", "likelihood", "cloze")
+SCORED_MODES = ("likelihood", "cloze")
+"""The answer modes that score candidates' log-probabilities instead of generating."""
+EMBEDDED_ANSWER_MODE = "cloze"
+"""The embedded demo's mode (its tiny base is taught and scored this way; hub data generates)."""
 YES_NO_CANDIDATES = {"yes": "Yes", "no": "No"}
 """Likelihood mode: label -> continuation scored for yes/no items (how chat models answer)."""
 
@@ -64,21 +78,39 @@ class RunConfig:
     video: VideoSamplingConfig = field(default_factory=VideoSamplingConfig)
     """How benchmark videos are sampled (``VideoSamplingConfig.fixed_count`` for N frames a video)."""
     answer_mode: str = "generate"
-    """``"generate"`` (greedy + parsing) or ``"likelihood"`` (argmax candidate log-probability)."""
+    """``"generate"`` (greedy + parsing), ``"likelihood"`` (argmax candidate log-probability: yes/no
+    or the option letters) or ``"cloze"`` (the options' texts, per byte)."""
 
     def __post_init__(self) -> None:
         if self.answer_mode not in ANSWER_MODES:
             raise ValueError(f"answer_mode must be one of {ANSWER_MODES}, got {self.answer_mode!r}")
 
 
-def candidates(item: EvalItem) -> dict[str, str]:
-    """Likelihood mode: {label: continuation text}; the label is what is scored against the answer."""
+def candidates(item: EvalItem, mode: str = "likelihood") -> dict[str, str]:
+    """Scored modes: {label: continuation text}; the label is what is scored against the answer
+    (the option letter), the text what the model's log-probability is taken of: the letter
+    itself, or in ``cloze`` mode the option's text."""
     if item.answer_type == YES_NO:
         return dict(YES_NO_CANDIDATES)
-    letters = sorted({str(k).strip().upper() for k in item.options})
-    if not letters:
+    options = {str(k).strip().upper(): str(v).strip() for k, v in item.options.items()}
+    if not options:
         raise RejectRow("no_options", f"{item.item_id}: a choice item without options cannot be scored by likelihood")
-    return {k: k for k in letters}
+    if mode != "cloze":
+        return {k: k for k in sorted(options)}
+    texts = {k: options[k] for k in sorted(options)}
+    blank = [k for k, v in texts.items() if not v]
+    if blank:
+        raise RejectRow("empty_option", f"{item.item_id}: options {blank} have no text to score in cloze mode")
+    return texts
+
+
+def choice_scores(item: EvalItem, logprobs: dict[str, float], mode: str) -> dict[str, float]:
+    """What the prediction is the argmax of: the log-probabilities, per UTF-8 byte of the
+    candidate's text in ``cloze`` mode (lm-eval-harness ``acc_norm``)."""
+    if mode != "cloze" or item.answer_type == YES_NO:
+        return logprobs
+    texts = candidates(item, mode)
+    return {k: v / max(1, len(texts[k].encode())) for k, v in logprobs.items()}
 
 
 @dataclass
@@ -237,7 +269,7 @@ class Runner:
     def candidate_ids(self, item: EvalItem) -> dict[str, list[int]]:
         """{label: token ids of its continuation}, tokenised on their own (as lm-eval-harness
         does with a continuation) and appended to the prompt's ids."""
-        out = {k: self.tokenizer(text, add_special_tokens=False)["input_ids"] for k, text in candidates(item).items()}
+        out = {k: self.tokenizer(text, add_special_tokens=False)["input_ids"] for k, text in candidates(item, self.cfg.answer_mode).items()}
         empty = [k for k, ids in out.items() if not ids]
         if empty:
             raise RejectRow("empty_candidate", f"{item.item_id}: candidates {empty} tokenise to nothing")
@@ -329,9 +361,12 @@ class Runner:
         if error:
             prediction = None
         elif logprobs is not None:
-            prediction = max(logprobs, key=logprobs.__getitem__)  # first label on a tie
-            raw = candidates(item)[prediction]
+            ranked = choice_scores(item, logprobs, self.cfg.answer_mode)
+            prediction = max(ranked, key=ranked.__getitem__)  # first label on a tie
+            raw = candidates(item, self.cfg.answer_mode)[prediction]
             extra["candidate_logprobs"] = {k: round(v, 6) for k, v in logprobs.items()}
+            if ranked is not logprobs:
+                extra["candidate_scores"] = {k: round(v, 6) for k, v in ranked.items()}
         else:
             prediction = parse_answer(raw, item.answer_type, item.options)
         status = "error" if error else ("ok" if prediction is not None else "unparseable")
@@ -367,7 +402,7 @@ class Runner:
             if not pending:
                 return
             try:
-                if self.cfg.answer_mode == "likelihood":
+                if self.cfg.answer_mode in SCORED_MODES:
                     scores, counts = self.score([p for _, p in pending])
                     for (i, p), lp, n in zip(pending, scores, counts):
                         rows[i] = self._row(p.item, "", int(n), plan=p.video_plan, logprobs=lp)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from assets.sources.embedded.media import COLOURS
-from eval.base_model import CURRICULUM, Phase, naming_accuracy, phase_schedule
+from eval.base_model import CURRICULUM, BaseModelSpec, Phase, build_base_model, naming_accuracy, phase_schedule
 from eval.items import EvalItem
 from eval.runner import Runner, RunConfig
 from eval.synthetic import (DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, describe_items, existence_items,
@@ -160,3 +160,19 @@ def test_the_tiny_models_init_scale_lets_it_learn_a_comparison():
         accuracy[init] = sum(r["correct"] for r in rows) / len(rows)
     assert sum(i.answer == "yes" for i in items[-100:]) in range(35, 66)  # both answers held out
     assert accuracy[BASE_INIT_RANGE] >= 0.8 and accuracy[0.02] <= 0.65, accuracy
+
+
+def test_the_cache_key_holds_what_was_taught_and_a_changed_input_rebuilds(tmp_path):
+    spec = BaseModelSpec()
+    key = spec.key("items", "cloze")
+    assert key == BaseModelSpec().key("items", "cloze")  # stable across processes: no object ids in it
+    assert key != spec.key("items", "likelihood")  # letters or option texts were the targets
+    assert key != spec.key("other items", "cloze")
+    assert key != replace(spec, training=replace(spec.training, steps=10)).key("items", "cloze")
+    texts = lambda: ["the red circle is left of the blue square"] * 20  # noqa: E731
+    random_spec = BaseModelSpec(teach=False)
+    first = build_base_model(tmp_path / "base", tmp_path / "work", texts, random_spec)
+    again = build_base_model(tmp_path / "base", tmp_path / "work", texts, random_spec)
+    assert (first.cached, again.cached) == (False, True) and again.record == first.record
+    other = build_base_model(tmp_path / "base", tmp_path / "work", texts, replace(random_spec, tokenizer_documents=7))
+    assert not other.cached and not (tmp_path / "base.tmp").exists()

@@ -94,7 +94,7 @@ def test_every_run_succeeds_and_writes_predictions(run):
             assert all(p["status"] in ("ok", "unparseable") for p in preds), [p["reason"] for p in preds]
             scores = json.loads((folder / "scores.json").read_text())
             assert scores["model"] == model and scores["n"] == items
-            assert scores["answer_mode"] == "likelihood"  # the embedded default: the tiny model never writes an answer
+            assert scores["answer_mode"] == "cloze"  # the embedded default: the tiny model never writes an answer
             assert all(p["status"] == "ok" and json.loads(p["extra"])["candidate_logprobs"] for p in preds)
     vh = json.loads((data / "eval" / "visual_haystack" / "v2pe/8k" / "scores.json").read_text())
     assert [p["n_images"] for p in vh["curve"]] == [1, 3, 6] and all(p["mean_tokens"] > 0 for p in vh["curve"])
@@ -107,7 +107,7 @@ def test_eval_asset_metadata_has_accuracy_samples_and_the_curve(run):
     assert "data:image/png;base64," in md["haystack_curve"].value
     assert "accuracy_by_images" in md and "effective_length_images" in md
     assert "raw_output" in md["samples"].value and "logprobs" in md["samples"].value
-    assert md["answer_mode"].value == "likelihood"
+    assert md["answer_mode"].value == "cloze"
     mme = _md(results["v2pe|8k"], eval_key("mme"))
     assert "mme_perception" in mme and "acc+" in mme["mme_categories"].value
     vm = _md(results["v2pe|8k"], eval_key("videomme"))
@@ -141,7 +141,8 @@ def test_leaderboard_has_every_model_both_plots_and_the_check(run):
     assert table.startswith("**Base model: the embedded tiny Qwen2-VL")
     for model in ("| base |", "| mrope_pp/8k | mrope++ |", "| v2pe/8k | v2pe(d=0.25) |", "| chance | uniform random answer |"):
         assert model in table
-    assert "| answer mode |" in table and "| likelihood |" in table and "answer mode `likelihood`" in table
+    assert "| answer mode |" in table and "| cloze |" in table and "answer mode `cloze`" in table
+    assert "answer mode `likelihood`" not in table  # a note only for the modes the rows use
     assert md["visual_haystack"].value.startswith("![Visual Haystack") and "data:image/png;base64," in md["visual_haystack"].value
     assert "data:image/png;base64," in md["videomme_by_duration"].value
     assert (data / "leaderboard" / "visual_haystack.png").read_bytes()[:4] == b"\x89PNG"

@@ -276,6 +276,35 @@ def test_haystack_generator_needle_really_holds_anchor_and_target(embedded):
     assert answers.count("yes") == answers.count("no")
 
 
+def test_embedded_mmbench_answers_are_true_of_the_picture_and_not_a_prior():
+    """From the pixels: the right option of a spatial question names where the first object's
+    colour lies relative to the second's, and every relation is asked (a fixed answer, as the
+    sample once had, is learned as a prior by a base model trained on other seeds), and the
+    colour question's right option is the drawn colour."""
+    import random
+
+    from eval.benchmarks.mmbench import _mmbench_item
+
+    rng = random.Random(5)
+    relations = []
+    for _ in range(60):
+        img, question, _, opts, right = _mmbench_item(rng, "spatial_relationship")
+        words = question.rstrip("?").split()
+        a, b = words[3], words[-2]  # "Where is the <a> <shape> relative to the <b> <shape>?"
+        if a == b:
+            continue
+        pixels = np.asarray(img)
+        where = {c: np.argwhere((pixels == np.array(COLOURS[c])).all(-1)).mean(0) for c in (a, b)}  # (row, col)
+        (dy, dx) = where[a] - where[b]
+        truth = ("left" if dx < 0 else "right") if abs(dx) > abs(dy) else ("above" if dy < 0 else "below")
+        assert opts[right] == truth, (question, opts, right)
+        relations.append(truth)
+    assert set(relations) == {"left", "right", "above", "below"}
+    for _ in range(20):
+        img, question, _, opts, right = _mmbench_item(rng, "attribute_recognition")
+        assert _colour_present(np.asarray(img), opts[right]) and sum(_colour_present(np.asarray(img), o) for o in opts) == 1
+
+
 def test_haystack_counts_map_to_published_files():
     assert [vh.source_count(n) for n in (1, 2, 4, 25, 150, 10000)] == [1, 2, 5, 50, 500, 10000]
     assert vh.file_path(1).endswith("visual_haystack_oracle.json") and vh.file_path(50).endswith("visual_haystack_50.json")

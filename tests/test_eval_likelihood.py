@@ -1,5 +1,6 @@
-"""Likelihood answer mode on the tiny Qwen2-VL: the runner's choice equals an independent
-forward pass, multi-token candidates are summed, and a yes/no set is no longer all wrong."""
+"""Likelihood and cloze answer modes on the tiny Qwen2-VL: the runner's choice equals an
+independent forward pass, multi-token candidates are summed (per byte in cloze mode), and a
+yes/no set is no longer all wrong."""
 
 import json
 
@@ -8,7 +9,8 @@ import torch
 from PIL import Image
 
 from eval.items import CHOICE, YES_NO, EvalItem
-from eval.runner import YES_NO_CANDIDATES, RunConfig, Runner
+from assets.contract.media import RejectRow
+from eval.runner import YES_NO_CANDIDATES, RunConfig, Runner, candidates
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +99,50 @@ def test_generate_stays_the_default_and_bad_modes_are_refused():
         RunConfig(answer_mode="logits")
 
 
-def test_eval_config_uses_likelihood_on_embedded_and_generate_on_hub():
+def test_eval_config_uses_cloze_on_embedded_and_generate_on_hub():
     from assets.defs.evaluation import EvalConfig
 
-    assert EvalConfig().run_config("embedded").answer_mode == "likelihood"
+    assert EvalConfig().run_config("embedded").answer_mode == "cloze"
+    assert EvalConfig(answer_mode="likelihood").run_config("embedded").answer_mode == "likelihood"
     assert EvalConfig().run_config("hub").answer_mode == "generate"
     assert EvalConfig(answer_mode="generate").run_config("embedded").answer_mode == "generate"
+
+
+def test_cloze_scores_each_options_text_per_byte_against_a_direct_forward(tiny_model_dir, images):
+    cloze = Runner.from_checkpoint(tiny_model_dir, "tiny", RunConfig(batch_size=3, answer_mode="cloze"))
+    options = {"A": "red", "B": "top left corner", "C": "a much longer option text", "D": "no"}
+    items = [EvalItem("mmbench", f"cz{i}", "Which one?\n" + "\n".join(f"{k}. {v}" for k, v in options.items()), "ABCD"[i], CHOICE,
+                      options, images=images[: i % 3]) for i in range(4)]
+    items.append(yes_no(9, images[:1]))  # yes/no keeps its Yes/No candidates in cloze mode
+    rows = cloze.run(items)  # batched: options of 1..5 tokens, right-padded together
+    for item, row in zip(items[:4], rows):
+        extra = json.loads(row["extra"])
+        assert extra["answer_mode"] == "cloze" and row["status"] == "ok"
+        for label, text in options.items():
+            direct = _direct_logprob(cloze, item, cloze.tokenizer(text, add_special_tokens=False)["input_ids"])
+            assert extra["candidate_logprobs"][label] == pytest.approx(direct, abs=1e-4)
+            assert extra["candidate_scores"][label] == pytest.approx(direct / len(text.encode()), abs=1e-5)
+        best = max(extra["candidate_scores"], key=extra["candidate_scores"].get)
+        assert row["prediction"] == best and row["raw_output"] == options[best]  # the letter is scored, the text shown
+        assert row["correct"] == (best == item.answer)
+    yn = json.loads(rows[4]["extra"])
+    assert set(yn["candidate_logprobs"]) == {"yes", "no"} and "candidate_scores" not in yn
+
+
+def test_cloze_candidates_and_their_faults():
+    item = EvalItem("mmbench", "x", "q", "B", CHOICE, {"b": " left ", "a": "right"})
+    assert candidates(item, "cloze") == {"A": "right", "B": "left"}  # labels upper-cased, texts stripped
+    assert candidates(item, "likelihood") == {"A": "A", "B": "B"}
+    with pytest.raises(RejectRow, match="empty_option|no text"):
+        candidates(EvalItem("mmbench", "y", "q", "A", CHOICE, {"A": "left", "B": "  "}), "cloze")
+    with pytest.raises(RejectRow, match="without options"):
+        candidates(EvalItem("mmbench", "z", "q", "A", CHOICE, {}), "cloze")
+
+
+def test_training_targets_follow_the_answer_mode(tiny_model_dir, images):
+    item = EvalItem("mmbench", "t", "Which colour?\nA. dark red\nB. blue", "A", CHOICE, {"A": "dark red", "B": "blue"}, images=images[:1])
+    for mode, gold in (("likelihood", "A"), ("cloze", "dark red")):
+        r = Runner.from_checkpoint(tiny_model_dir, "tiny", RunConfig(answer_mode=mode))
+        end = r.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        target = r.training_batch([r.prepare(item)])["_target"][0].tolist()
+        assert [t for t in target if t != -100] == r.tokenizer(gold, add_special_tokens=False)["input_ids"] + [end]

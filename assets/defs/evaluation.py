@@ -38,7 +38,7 @@ from eval import leaderboard as lb
 from eval.benchmarks import BENCHMARKS, Benchmark
 from eval.formats import limit_per_split
 from eval.items import PREDICTION_SCHEMA, EvalItem, read_items
-from eval.runner import RunConfig, Runner
+from eval.runner import EMBEDDED_ANSWER_MODE, SCORED_MODES, RunConfig, Runner
 from eval.scoring import EFFECTIVE_THRESHOLD
 from training.tiny_model import original_length
 
@@ -61,12 +61,15 @@ class EvalConfig(dg.Config):
     device: Optional[str] = None
     samples_in_metadata: int = 8
     answer_mode: Optional[str] = None
-    """``generate`` (greedy decoding + parsing: the paper's protocol) or ``likelihood`` (argmax of
-    each candidate answer's log-probability, lm-eval-harness multiple choice). None: generate on
-    hub data, likelihood on the embedded demo (its tiny random model never writes an answer)."""
+    """``generate`` (greedy decoding + parsing: the paper's protocol), ``likelihood`` (argmax of
+    each candidate answer's log-probability, lm-eval-harness multiple choice: Yes/No or the option
+    letters) or ``cloze`` (the same, with each option's text as the candidate, per byte: OLMES's
+    cloze formulation). None: generate on hub data, cloze on the embedded demo (its tiny model
+    never writes a parseable answer, and picks letters at chance while it knows the answers:
+    ``eval.runner``)."""
 
     def resolved_answer_mode(self, mode: str) -> str:
-        return self.answer_mode or ("likelihood" if mode == "embedded" else "generate")
+        return self.answer_mode or (EMBEDDED_ANSWER_MODE if mode == "embedded" else "generate")
 
     def run_config(self, mode: str) -> RunConfig:
         return RunConfig(
@@ -122,7 +125,7 @@ def _logprobs(row: dict) -> str:
 
 
 def eval_metadata(spec: Benchmark, rows: list[dict], summary: dict, samples: int) -> dict:
-    likelihood = summary.get("answer_mode") == "likelihood"
+    likelihood = summary.get("answer_mode") in SCORED_MODES
     md: dict = {
         "accuracy": None if summary["accuracy"] is None else round(100 * summary["accuracy"], 2),
         "answer_mode": summary.get("answer_mode", "generate"),

@@ -80,8 +80,8 @@ def leaderboard(context: dg.AssetExecutionContext, config: LeaderboardConfig, st
     for key, _, png in plots:
         write_bytes(out / f"{key}.png", png)
     table = lb.markdown(rows, banner)
-    if any(r.get("answer_mode") and "likelihood" in r["answer_mode"] for r in rows):
-        table += "\n\n" + lb.LIKELIHOOD_NOTE
+    for note in lb.mode_notes(rows):
+        table += "\n\n" + note
     write_text(out / "leaderboard.md", table + "\n")
     write_text(out / "leaderboard.json", json.dumps(rows, indent=1))
     base_of = {

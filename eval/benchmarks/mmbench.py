@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from assets.sources.embedded.media import COLOURS, image_bytes
 from eval.benchmarks.base import PCT, Benchmark, Column, LmmsLocalTask
@@ -75,7 +75,16 @@ def load_mmbench(ctx: LoadContext) -> list[EvalItem]:
     return items
 
 
+_PLACES = {"left": ((0, 28), (56, 28)), "right": ((56, 28), (0, 28)), "above": ((28, 0), (28, 56)), "below": ((28, 56), (28, 0))}
+"""Spatial relationship: where the first object (then the second) is pasted for each answer."""
 _WHERE = {(0, 0): "top left", (1, 0): "top right", (0, 1): "bottom left", (1, 1): "bottom right"}
+
+
+def _alone(obj: tuple[str, str], rng: random.Random) -> Image.Image:
+    """One drawn object cropped to its bounding box (the background is the tile's commonest colour)."""
+    tile = draw_objects([obj], 56, rng)
+    background = max(tile.getcolors(1 << 16))[1]
+    return tile.crop(ImageChops.difference(tile, Image.new("RGB", tile.size, background)).getbbox())
 
 
 def _mmbench_item(rng: random.Random, category: str) -> tuple[Image.Image, str, str, list[str], int]:
@@ -96,10 +105,12 @@ def _mmbench_item(rng: random.Random, category: str) -> tuple[Image.Image, str, 
         return img, f"Where is the {colour} {shape} in the image?", hint, opts, right
     if category == "spatial_relationship":
         a, b = rng.sample([(c, s) for c in colours for s in SHAPES], 2)
+        relation = rng.choice(tuple(_PLACES))  # every relation in turn: a fixed one is a prior to learn, not a picture
         img = Image.new("RGB", (112, 112), (245, 245, 240))
-        img.paste(draw_objects([a], 56, rng).crop((0, 0, 56, 56)), (0, 28))
-        img.paste(draw_objects([b], 56, rng).crop((0, 0, 56, 56)), (56, 28))
-        opts, right = choices(rng, "left", ["left", "right", "above", "below"], 4)
+        for obj, at in zip((a, b), _PLACES[relation]):
+            shape = _alone(obj, rng)  # centred in its slot: an off-centre pair reads as diagonal
+            img.paste(shape, (at[0] + (56 - shape.width) // 2, at[1] + (56 - shape.height) // 2))
+        opts, right = choices(rng, relation, list(_PLACES), 4)
         return img, f"Where is the {a[0]} {a[1]} relative to the {b[0]} {b[1]}?", "", opts, right
     raise ValueError(category)
 
