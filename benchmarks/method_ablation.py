@@ -115,6 +115,7 @@ def run_method(base_dir: Path, method: dict | None, seed: int, train_items, eval
 
 
 def render(results: dict[str, list[dict]], args, minutes: float, base_record: dict) -> str:
+    from assets.defs.evaluation import EvalConfig
     from eval.benchmarks.mme import MME_CATEGORY_MAX
 
     ns = [p["n_images"] for p in next(iter(results.values()))[0]["visual_haystack"]["curve"]]
@@ -134,7 +135,8 @@ def render(results: dict[str, list[dict]], args, minutes: float, base_record: di
         f"the same {args.steps} steps x {args.batch_size} items of extension data (Visual Haystack with 10-50 images, "
         "retrieval over longer documents), vision frozen, from the same base; seeds vary the sampling order. "
         f"Evaluation: embedded Visual Haystack, {args.vh_items} items per N (yes/no, chance 50%), MME "
-        f"({args.n_items.get('mme')} items) and MMBench ({args.n_items.get('mmbench')} items), likelihood answer mode. "
+        f"({args.n_items.get('mme')} items) and MMBench ({args.n_items.get('mmbench')} items), "
+        f"{EvalConfig().resolved_answer_mode('embedded')} answer mode. "
         "Mean over seeds with the 95% t-interval (+-).",
         "",
         "## Visual Haystack accuracy (%) by number of images N",
