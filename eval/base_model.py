@@ -55,8 +55,9 @@ class Phase:
     of one drawn object (a dense answer only the image holds), it looks: the swapped-picture
     loss rises several-fold and held-out naming is far above chance. The yes/no phase follows
     (pictures and words-only items together: held-out MME and one-to-two-image Visual Haystack
-    then rise above chance); the option-letter answers of the last phase were measured still
-    near chance within these minutes of CPU training."""
+    then rise above chance); the last phase adds every other task, whose multiple-choice answers
+    are taught as the run config's answer mode scores them (the options' texts in the embedded
+    default ``cloze``: option letters were measured still near chance within these minutes)."""
 
     name: str
     steps: int
