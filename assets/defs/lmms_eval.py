@@ -22,6 +22,7 @@ from assets.defs.evaluation import method_of
 from assets.defs.keys import CHECKPOINT_KEY, LMMS_EVAL_GROUP, LMMS_EVAL_KEY
 from assets.defs.metadata import EVAL_TEAM
 from assets.defs.partitions import checkpoint_partitions, split_checkpoint_key
+from assets.defs.pipes import subprocess_client
 from assets.defs.resources import DataStore, SourceHub
 from eval import leaderboard as lb
 from eval import lmms
@@ -76,7 +77,7 @@ def build_lmms_eval_asset() -> dg.AssetsDefinition:
             "method": method_of(recipe),
             "repo_root": str(PROJECT_ROOT),
         }
-        client = dg.PipesSubprocessClient()
+        client = subprocess_client()
         return client.run(command=[sys.executable, "-m", "eval.lmms_pipes"], context=context, extras=extras).get_materialize_result()
 
     return lmms_eval_run

@@ -10,6 +10,7 @@ import dagster as dg
 
 from assets.contract.layout import DataLayout
 from assets.contract.quality import DEFAULT_MAX_REASON_SHARE, DEFAULT_MIN_RECORDS
+from assets.defs.pipes import subprocess_client
 from assets.sources.hub import HubSettings, parse_hub_ids
 
 
@@ -105,5 +106,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             max_reason_share=float(share) if share else DEFAULT_MAX_REASON_SHARE, exclude_sources=excluded,
             min_records=int(floor) if floor else DEFAULT_MIN_RECORDS,
         ),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "pipes_subprocess_client": subprocess_client(),
     }
