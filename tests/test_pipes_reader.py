@@ -12,7 +12,7 @@ from assets.defs.pipes import whole_lines
 MESSAGE = json.dumps({"method": "report_asset_materialization", "params": {"metadata": {"plot": "x" * 300_000}}}) + "\n"
 
 
-def _write_in_chunks(path, lines, chunk=8192, pause=0.002):
+def _write_in_chunks(path, lines, chunk=8192, pause=0.01):
     with open(path, "a", encoding="utf-8") as f:
         for line in lines:
             for i in range(0, len(line), chunk):
