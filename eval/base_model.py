@@ -108,7 +108,7 @@ class BaseModelSpec:
     corpus_seed: int = 0
     teach: bool = True
 
-    def key(self, items_hash: str, answer_mode: str = "likelihood") -> str:
+    def key(self, items_hash: str, answer_mode: str) -> str:
         """``answer_mode``: the training targets are the answers as that mode scores them (a
         letter, or in ``cloze`` mode the option's text), so it is part of what was taught."""
         data = {

@@ -105,12 +105,11 @@ def candidates(item: EvalItem, mode: str = "likelihood") -> dict[str, str]:
     return texts
 
 
-def choice_scores(item: EvalItem, logprobs: dict[str, float], mode: str) -> dict[str, float]:
+def choice_scores(item: EvalItem, texts: dict[str, str], logprobs: dict[str, float], mode: str) -> dict[str, float]:
     """What the prediction is the argmax of: the log-probabilities, per UTF-8 byte of the
-    candidate's text in ``cloze`` mode (lm-eval-harness ``acc_norm``)."""
+    candidate's text (``texts``, from :func:`candidates`) in ``cloze`` mode (lm-eval-harness ``acc_norm``)."""
     if mode != "cloze" or item.answer_type == YES_NO:
         return logprobs
-    texts = candidates(item, mode)
     return {k: v / max(1, len(texts[k].encode())) for k, v in logprobs.items()}
 
 
@@ -362,9 +361,10 @@ class Runner:
         if error:
             prediction = None
         elif logprobs is not None:
-            ranked = choice_scores(item, logprobs, self.cfg.answer_mode)
+            texts = candidates(item, self.cfg.answer_mode)
+            ranked = choice_scores(item, texts, logprobs, self.cfg.answer_mode)
             prediction = max(ranked, key=ranked.__getitem__)  # first label on a tie
-            raw = candidates(item, self.cfg.answer_mode)[prediction]
+            raw = texts[prediction]
             extra["candidate_logprobs"] = {k: round(v, 6) for k, v in logprobs.items()}
             if ranked is not logprobs:
                 extra["candidate_scores"] = {k: round(v, 6) for k, v in ranked.items()}

@@ -125,7 +125,7 @@ def _logprobs(row: dict) -> str:
 
 
 def eval_metadata(spec: Benchmark, rows: list[dict], summary: dict, samples: int) -> dict:
-    likelihood = summary.get("answer_mode") in SCORED_MODES
+    scored = summary.get("answer_mode") in SCORED_MODES
     md: dict = {
         "accuracy": None if summary["accuracy"] is None else round(100 * summary["accuracy"], 2),
         "answer_mode": summary.get("answer_mode", "generate"),
@@ -145,7 +145,7 @@ def eval_metadata(spec: Benchmark, rows: list[dict], summary: dict, samples: int
                         "status": r["status"],
                         "raw_output": repr(r["raw_output"])[:80],
                         "tokens": r["n_prompt_tokens"],
-                        **({"logprobs": _logprobs(r)} if likelihood else {}),
+                        **({"logprobs": _logprobs(r)} if scored else {}),
                     }
                     for r in rows[:samples]
                 ],
