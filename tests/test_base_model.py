@@ -12,6 +12,7 @@ from PIL import Image
 
 from assets.sources.embedded.media import COLOURS
 from eval.base_model import CURRICULUM, BaseModelSpec, Phase, build_base_model, naming_accuracy, phase_schedule
+from eval.benchmarks.mmbench import MMBENCH_OPTIONS_HEADER
 from eval.formats import MC_POST_PROMPT
 from eval.items import CHOICE, EvalItem
 from eval.runner import Runner, RunConfig
@@ -152,7 +153,7 @@ def _choices_about(items: list[EvalItem], seed: int) -> list[EvalItem]:
         options = dict(zip("ABCD", texts))
         lines = "\n".join(f"{k}. {v}" for k, v in options.items())
         question = item.prompt.replace(" Answer with one word.", "")
-        out.append(EvalItem("mmbench", item.item_id, f"{question} There are several options:\n{lines}\n\n{MC_POST_PROMPT}",
+        out.append(EvalItem("mmbench", item.item_id, f"{question} {MMBENCH_OPTIONS_HEADER}\n{lines}\n\n{MC_POST_PROMPT}",
                             "ABCD"[texts.index(colour)], CHOICE, options, images=item.images, split="attribute_recognition"))
     return out
 

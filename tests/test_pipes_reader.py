@@ -5,9 +5,10 @@ import json
 import threading
 import time
 
+import dagster as dg
 from dagster._utils import tail_file
 
-from assets.defs.pipes import whole_lines
+from assets.defs.pipes import WholeLineFileMessageReader, whole_lines
 
 MESSAGE = json.dumps({"method": "report_asset_materialization", "params": {"metadata": {"plot": "x" * 300_000}}}) + "\n"
 
@@ -49,3 +50,10 @@ def test_a_last_unterminated_line_is_kept_once_the_writer_is_done(tmp_path):
     path = tmp_path / "messages"
     path.write_text('{"a": 1}\n{"b": 2}')
     assert list(whole_lines(str(path), lambda: True)) == ['{"a": 1}\n', '{"b": 2}']
+
+
+def test_the_reader_overrides_the_hook_dagster_calls():
+    """The fix replaces Dagster's private ``_reader_thread``; if a Dagster upgrade renames it,
+    the override would be dead code and the race back: this fails first."""
+    assert "_reader_thread" in vars(dg.PipesFileMessageReader)
+    assert vars(WholeLineFileMessageReader)["_reader_thread"] is not vars(dg.PipesFileMessageReader)["_reader_thread"]
