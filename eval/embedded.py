@@ -34,6 +34,9 @@ PATTERN_NAMES = (
 )
 
 
+CLIP_FPS, CLIP_SIZE = 4, (128, 96)  # the video benchmarks' embedded clips: frame rate, (width, height)
+
+
 def write_parquet(rows: list[dict[str, Any]], features: dict[str, Any], path: Path) -> None:
     import datasets
 
@@ -57,10 +60,25 @@ def pattern_question(rng: random.Random, pattern: int, k: int = 4) -> tuple[str,
     return "Which kind of picture does the video show?", opts, right
 
 
+DURATION_LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 25, 30, 40, 60)
+"""The lengths (seconds) a duration question offers: the clips' own lengths and their neighbours."""
+
+
 def duration_question(rng: random.Random, seconds: int, k: int = 4) -> tuple[str, list[str], int]:
-    wrong = [f"about {s} seconds" for s in (1, 3 * seconds, 10 * seconds, 60 * seconds)]
-    opts, right = choices(rng, f"about {seconds} seconds", wrong, k)
-    return "How long is the video?", opts, right
+    """"How long is the video?" with ``k`` neighbouring lengths of :data:`DURATION_LADDER` as
+    options, the clip's own at a random rank among them.
+
+    Why neighbours at a random rank: the options once were the length, 1 s and 3, 10 and 60
+    times it, so the right one was always the second shortest, and a model could answer from
+    the option texts without the clip. With a window of the ladder that holds the length
+    anywhere in it, the texts tell nothing."""
+    if seconds not in DURATION_LADDER:
+        raise ValueError(f"clip length {seconds} s is not on the duration ladder {DURATION_LADDER}")
+    at = DURATION_LADDER.index(seconds)
+    first = rng.randint(max(0, at - k + 1), min(at, len(DURATION_LADDER) - k))
+    opts = [f"about {s} seconds" for s in DURATION_LADDER[first : first + k]]
+    rng.shuffle(opts)
+    return "How long is the video?", opts, opts.index(f"about {seconds} seconds")
 
 
 # ----------------------------------------------------------------------------- VideoMME

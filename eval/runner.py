@@ -320,7 +320,7 @@ class Runner:
         x["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ext).to(device)], 1)
         return x, width
 
-    def _answer_ids(self, item: EvalItem) -> list[int]:
+    def answer_ids(self, item: EvalItem) -> list[int]:
         """The gold continuation: the candidate the likelihood mode scores, or, for a training
         item that answers in words (``extra.target_text``, e.g. a colour name), those words."""
         text = item.extra.get("target_text")
@@ -337,7 +337,7 @@ class Runner:
 
         inputs = self.encode(batch)
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        conts = [self._answer_ids(p.item) + [end] for p in batch]
+        conts = [self.answer_ids(p.item) + [end] for p in batch]
         x, width = self._with_continuations(inputs, conts)
         target = torch.full((len(conts), width), -100, dtype=torch.long)
         for b, ids in enumerate(conts):

@@ -8,7 +8,8 @@ and answers as the evaluated items) drawn at *other seeds*, so no evaluated item
 
 * Visual Haystack needle questions over a few images (1 to a few, never a long haystack);
 * MME yes/no and MMBench multiple-choice questions true of drawn pictures;
-* Video-MME and LongVideoBench questions true of the clips (which test pattern, how long);
+* Video-MME and LongVideoBench questions true of the clips (which test pattern, how long),
+  over the benchmarks' clips at other seeds and over short clips that fit the original context;
 * planted-fact retrieval in text: a short document with a fact at a random depth and four
   locker numbers to choose from (the ETVLM long-text task at short length);
 * naming the colour of a drawn shape: dense supervision for the vision side, which a yes/no
@@ -34,13 +35,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assets.sources.embedded.media import COLOURS
+from assets.sources.embedded.media import COLOURS, encode_video
 from assets.sources.embedded.text import document, planted_fact
 from assets.sources.hub import HubSettings
 from eval.benchmarks import BENCHMARKS
-from eval.embedded import SHAPES, draw_objects
+from eval.embedded import CLIP_FPS, CLIP_SIZE, PATTERN_NAMES, SHAPES, draw_objects, duration_question, pattern_question
 from eval.fetch import fetch_benchmark
-from eval.formats import MC_POST_PROMPT, FetchOptions
+from eval.formats import LETTERS, MC_POST_PROMPT, FetchOptions
 from eval.items import CHOICE, YES_NO, EvalItem
 
 TRAIN_SEED_BASE = 1000  # the evaluated samples use seed 0; training seeds start here
@@ -61,6 +62,8 @@ class SyntheticConfig:
     existence_items: int = 1200
     text_existence_items: int = 1500
     image_size: int = 56
+    clip_items: int = 240
+    clip_seconds: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     seed: int = TRAIN_SEED_BASE
 
     def key(self) -> dict:
@@ -251,9 +254,55 @@ def text_existence_items(cfg: SyntheticConfig) -> list[EvalItem]:
     return out
 
 
+CLIPS = "clips"
+
+
+def clip_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
+    """Short clips (``cfg.clip_seconds``) of the video benchmarks' test patterns, asked their
+    questions (which pattern, how long) in Video-MME's and LongVideoBench's prompts by turns.
+
+    Why not the benchmarks' own clips at other seeds: those are 6-20 s, 120-400 video tokens,
+    and with the questions' text nearly all of them are longer than the original context, so
+    the model met (nearly) no video question in training and answered them at chance. A pattern
+    is recognised from any of a clip's frames; a length is read against the clips' lengths seen.
+    The clips share the benchmarks' frame size and rate, so a frame looks the same to the model
+    (training only, never evaluated)."""
+    from eval.benchmarks.longvideobench import longvideobench_prompt
+    from eval.benchmarks.videomme import videomme_prompt
+
+    rng = random.Random(f"clips:{cfg.seed}")
+    folder = root / CLIPS
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(cfg.clip_items):
+        seconds, pattern, hue = rng.choice(cfg.clip_seconds), rng.randrange(len(PATTERN_NAMES)), rng.randint(0, 359)
+        path = folder / f"{i:05d}-{pattern}-{seconds}s-{hue}.mp4"
+        if not path.is_file():
+            encode_video(path, seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=hue)
+        videomme = i % 2 == 0
+        k = 4 if videomme else 5  # Video-MME's four options, LongVideoBench's five
+        for j, (question, opts, right) in enumerate((pattern_question(rng, pattern, k), duration_question(rng, seconds, k))):
+            options = {LETTERS[n]: o for n, o in enumerate(opts)}
+            prompt = videomme_prompt(question, options) if videomme else longvideobench_prompt(question, options)
+            out.append(
+                EvalItem(
+                    benchmark=CLIPS,
+                    item_id=f"clip-{cfg.seed}-{i}-{j}",
+                    prompt=prompt,
+                    answer=LETTERS[right],
+                    answer_type=CHOICE,
+                    options=options,
+                    video=str(path),
+                    split=("pattern", "duration")[j],
+                    extra={"seconds": seconds},
+                )
+            )
+    return out
+
+
 def training_items(root: Path, cfg: SyntheticConfig = SyntheticConfig()) -> list[EvalItem]:
     return (benchmark_items(root, cfg) + retrieval_items(cfg) + describe_items(root, cfg) + existence_items(root, cfg)
-            + text_existence_items(cfg))
+            + text_existence_items(cfg) + clip_items(root, cfg))
 
 
 CHAT_WORDS = ("system", "user", "assistant", "You are a helpful assistant.", "Yes", "No", "yes", "no")

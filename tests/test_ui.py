@@ -270,7 +270,7 @@ def test_ui_shows_code_versions_owners_and_freshness(ui_metadata):
 
     for key in ("checkpoint", "eval/mme", "leaderboard", "raw/mmdu"):
         assert nodes[key]["opVersion"] == "1", key
-    assert nodes["model/base"]["opVersion"] == BASE_MODEL_CODE_VERSION == "3"  # the taught base's recipe changed twice (init scale, cloze targets)
+    assert nodes["model/base"]["opVersion"] == BASE_MODEL_CODE_VERSION == "4"  # the taught base's recipe changed three times (init scale, cloze targets, short clips)
     assert {k: [o["team"] for o in n["owners"]] for k, n in nodes.items() if not n["owners"]} == {}
     assert [o["team"] for o in nodes["checkpoint"]["owners"]] == ["giraffe-training"]
     for key, node in nodes.items():

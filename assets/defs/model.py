@@ -22,7 +22,7 @@ from training.report import training_curves_png
 from training.tiny_model import base_record
 
 # Bump when the embedded tiny model or the download changes what lands on disk.
-BASE_MODEL_CODE_VERSION = "3"
+BASE_MODEL_CODE_VERSION = "4"
 
 
 class BaseModelConfig(dg.Config):

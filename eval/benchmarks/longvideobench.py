@@ -19,6 +19,8 @@ from typing import Any
 from assets.sources.embedded.media import encode_video
 from eval.benchmarks.base import PCT, Benchmark, Column
 from eval.embedded import (
+    CLIP_FPS,
+    CLIP_SIZE,
     PATTERN_NAMES,
     duration_question,
     pattern_question,
@@ -32,6 +34,13 @@ from eval.formats import (
 )
 from eval.items import CHOICE, EvalItem
 from eval.scoring import lmms_metric, pct, pct_stats
+
+
+def longvideobench_prompt(question: str, options: Mapping[str, str]) -> str:
+    """The prompt of one LongVideoBench question (in the form of lmms-eval's ``longvideobench_doc_to_text``
+    without subtitles); the base model's training clips are asked in it too."""
+    option_lines = "\n".join(f"{k}. {v}" for k, v in options.items())
+    return f"{question}\n{option_lines}\n{MC_POST_PROMPT}\n"
 
 
 def load_longvideobench(ctx: LoadContext) -> list[EvalItem]:
@@ -54,12 +63,11 @@ def load_longvideobench(ctx: LoadContext) -> list[EvalItem]:
             ctx.reject(qid, "missing_media", f"video not found: {video}", idx, row)
             continue
         options = {LETTERS[i]: c for i, c in enumerate(candidates)}
-        option_lines = "\n".join(f"{k}. {v}" for k, v in options.items())
         items.append(
             EvalItem(
                 benchmark=ctx.benchmark,
                 item_id=qid,
-                prompt=f"{question}\n{option_lines}\n{MC_POST_PROMPT}\n",
+                prompt=longvideobench_prompt(question, options),
                 answer=LETTERS[correct],
                 answer_type=CHOICE,
                 options=options,
@@ -72,17 +80,21 @@ def load_longvideobench(ctx: LoadContext) -> list[EvalItem]:
     return items
 
 
+LVB_CLIP_SECONDS = {15: 8, 60: 12, 600: 16, 3600: 20}  # duration group -> the embedded clip's length
+VIDEOS_PER_GROUP = 2  # two questions each: 4 items a group
+
+
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
     """longvideobench/LongVideoBench: ``lvb_val.json`` + ``videos.tar.part.aa`` (a split tar of
     ``videos/<video_path>``) + ``subtitles.tar``. Duration groups 15/60/600/3600 s are kept as
     labels on clips of 8-20 s."""
     rng = random.Random(f"longvideobench:{seed}")
     videos, subs, rows = [], [], []
-    for group, seconds in ((15, 8), (60, 12), (600, 16), (3600, 20)):
+    for group, seconds in [(g, s) for g, s in LVB_CLIP_SECONDS.items() for _ in range(VIDEOS_PER_GROUP)]:
         vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
         videos.append(
             encode_video(
-                root / "videos" / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)
+                root / "videos" / f"{vid}.mp4", seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=rng.randint(0, 359)
             )
         )
         sub = root / "subtitles" / f"{vid}_en.json"

@@ -18,6 +18,8 @@ from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
 from assets.sources.embedded.media import encode_video
 from eval.benchmarks.base import PCT, Benchmark, Column, Plot
 from eval.embedded import (
+    CLIP_FPS,
+    CLIP_SIZE,
     PATTERN_NAMES,
     duration_question,
     pattern_question,
@@ -40,6 +42,13 @@ VIDEOMME_OPTION_PROMPT = (
 )
 
 
+def videomme_prompt(question: str, options: Mapping[str, str]) -> str:
+    """The prompt of one Video-MME question (in the form of lmms-eval's ``videomme_doc_to_text``); the base
+    model's training clips are asked in it too."""
+    option_lines = "\n".join(f"{k}. {v}" for k, v in options.items())
+    return f"{VIDEOMME_OPTION_PROMPT}\n{question}\n{option_lines}\n\n{MC_POST_PROMPT}"
+
+
 def load_videomme(ctx: LoadContext) -> list[EvalItem]:
     items = []
     for idx, row in enumerate(ctx.rows(["videomme/test-*.parquet"])):
@@ -59,8 +68,7 @@ def load_videomme(ctx: LoadContext) -> list[EvalItem]:
         if video is None:
             ctx.reject(qid, "missing_media", f"video {vid} not found under {ctx.media_base / 'data'}", idx, row)
             continue
-        option_lines = "\n".join(f"{k}. {v}" for k, v in options.items())
-        prompt = f"{VIDEOMME_OPTION_PROMPT}\n{question}\n{option_lines}\n\n{MC_POST_PROMPT}"
+        prompt = videomme_prompt(question, options)
         items.append(
             EvalItem(
                 benchmark=ctx.benchmark,
@@ -78,6 +86,10 @@ def load_videomme(ctx: LoadContext) -> list[EvalItem]:
     return items
 
 
+VIDEOMME_CLIP_SECONDS = {"short": 6, "medium": 12, "long": 20}
+VIDEOS_PER_DURATION = 4  # two questions each: 8 items a duration
+
+
 def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
     """lmms-eval/Video-MME: ``videomme/test-00000-of-00001.parquet`` + ``videos_chunked_01.zip``
     holding ``data/<videoID>.mp4``. Real durations are short < 2 min, medium 4-15 min, long
@@ -87,13 +99,13 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
     staging = root / "data"
     files, rows = [], []
     n = 0
-    for duration, seconds in (("short", 6), ("medium", 12), ("long", 20)):
-        for _ in range(2):
+    for duration, seconds in VIDEOMME_CLIP_SECONDS.items():
+        for _ in range(VIDEOS_PER_DURATION):
             n += 1
             vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
             files.append(
                 encode_video(
-                    staging / f"{vid}.mp4", seconds=seconds, fps=4, size=(128, 96), pattern=pattern, hue=rng.randint(0, 359)
+                    staging / f"{vid}.mp4", seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=rng.randint(0, 359)
                 )
             )
             for j, (q, opts, right) in enumerate((pattern_question(rng, pattern), duration_question(rng, seconds))):
