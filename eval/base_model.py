@@ -78,7 +78,7 @@ class Phase:
 
 CURRICULUM = (
     Phase("naming", 400, (DESCRIBE, TEXT_EXISTENCE), max_objects=1),
-    Phase("colour yes/no, clips", 1200,
+    Phase("yes/no and clips", 1200,
           (DESCRIBE, TEXT_EXISTENCE, EXISTENCE, "mme/existence", "mme/color", "visual_haystack", CLIPS), max_images=2),
     Phase("every task", 400),
 )

@@ -6,18 +6,21 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from assets.sources.embedded.media import COLOURS
+from assets.defs.evaluation import EvalConfig
 from eval.base_model import CURRICULUM, BaseModelSpec, Phase, build_base_model, naming_accuracy, phase_schedule
 from eval.benchmarks.mmbench import MMBENCH_OPTIONS_HEADER
 from eval.formats import MC_POST_PROMPT
 from eval.items import CHOICE, EvalItem
 from eval.runner import Runner, RunConfig
-from eval.synthetic import (DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, describe_items, existence_items,
-                            text_existence_items, tokenizer_texts)
+from eval.synthetic import (CLIPS, DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, clip_items, describe_items,
+                            existence_items, text_existence_items, tokenizer_texts)
 from training.base_training import BaseTrainingConfig, answer_loss, train_base
 from training.processor import build_processor
 from training.tiny_model import BASE_INIT_RANGE, TinyModelConfig, build_model, train_tokenizer
@@ -75,6 +78,84 @@ def test_text_existence_answers_are_true_of_the_described_objects():
     assert [i.to_row() for i in text_existence_items(SMALL)] == [i.to_row() for i in items]
 
 
+def _first_frame(path: str):
+    import decord
+
+    return decord.VideoReader(str(path))[0].asnumpy().astype(np.float32)
+
+
+def test_clip_answers_are_true_of_the_clip(tmp_path):
+    """From the files: a duration question's answer is the clip's length (its frame count over its
+    frame rate), and a pattern question's answer is the pattern whose reference clip
+    (same hue, encoded here) is nearest to the clip's first frame, against the other three."""
+    from assets.sources.embedded.media import encode_video
+    from assets.video.decode import probe
+    from eval.benchmarks.videomme import VIDEOMME_OPTION_PROMPT
+    from eval.embedded import CLIP_FPS, CLIP_SIZE, PATTERN_NAMES
+
+    cfg = SyntheticConfig(clip_items=16)
+    items = clip_items(tmp_path, cfg)
+    assert len(items) == 32 and {i.split for i in items} == {"pattern", "duration"} and {i.benchmark for i in items} == {CLIPS}
+    assert [i.to_row() for i in clip_items(tmp_path, cfg)] == [i.to_row() for i in items]  # clips on disk: same questions
+    refs = {}
+    for item in items:
+        meta = probe(item.video)
+        assert round(meta.total_frames / meta.fps) == item.extra["seconds"] and item.extra["seconds"] in cfg.clip_seconds
+        assert len(item.options) in (4, 5) and item.prompt.startswith(VIDEOMME_OPTION_PROMPT) == (len(item.options) == 4)
+        if item.split == "duration":
+            assert item.options[item.answer] == f"about {item.extra['seconds']} seconds"
+            continue
+        hue = int(Path(item.video).stem.rsplit("-", 1)[1])
+        frame = _first_frame(item.video)
+        dist = {}
+        for pattern in range(len(PATTERN_NAMES)):
+            ref = refs.get((pattern, hue))
+            if ref is None:
+                ref = refs[(pattern, hue)] = _first_frame(
+                    encode_video(tmp_path / f"ref-{pattern}-{hue}.mp4", seconds=1, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=hue))
+            dist[PATTERN_NAMES[pattern]] = float(((frame - ref) ** 2).mean())
+        assert item.options[item.answer] == min(dist, key=dist.get), (item.item_id, dist)
+
+
+def test_training_items_count_their_taught_answer_against_the_original_context(tmp_path):
+    """``prepare_within`` keeps an item only if its prompt, the answer as taught (in cloze mode
+    the option's whole text) and ``<|im_end|>`` fit; it once counted 3 tokens for any answer, so
+    items with long option texts were trained past the original context. The short clips all fit
+    the default L_V of 256 with Video-MME's and LongVideoBench's prompt text."""
+    from eval.base_model import prepare_within
+
+    items = clip_items(tmp_path, SyntheticConfig(clip_items=24))
+    tok = train_tokenizer(tokenizer_texts(["How long is the video?"], items), 4096)
+    runner = Runner(build_model(tok, TinyModelConfig()), build_processor(tok), "t", EvalConfig().run_config("embedded"))
+    kept, dropped = prepare_within(runner, items, 256)
+    assert len(kept) == len(items) and dropped == {}
+    item = max(items, key=lambda i: len(runner.answer_ids(i)))
+    taught = len(runner.answer_ids(item))
+    assert taught >= 4  # a pattern's name, many tokens
+    prompt = int(runner.encode([runner.prepare(item)])["input_ids"].shape[1])
+    assert len(prepare_within(runner, [item], prompt + taught + 1)[0]) == 1
+    assert prepare_within(runner, [item], prompt + taught)[1] == {CLIPS: 1}
+
+
+def test_the_tiny_model_learns_which_pattern_a_short_clip_shows(tmp_path):
+    """The video path end to end (ffmpeg clip, 2 fps sampling, frozen random vision tower,
+    trained projector): 300 steps on the short clips' pattern questions make held-out clips'
+    answers right far above chance (1 in 4 or 5). A frame pipeline that dropped or mixed up the
+    frames would leave it at chance."""
+    torch.manual_seed(0)
+    items = [i for i in clip_items(tmp_path, SyntheticConfig(clip_items=160)) if i.split == "pattern"]
+    tok = train_tokenizer(tokenizer_texts(["Which kind of picture does the video show?"], items), 1024)
+    model = build_model(tok, TinyModelConfig(initializer_range=BASE_INIT_RANGE))
+    runner = Runner(model, build_processor(tok), "t", EvalConfig().run_config("embedded"))
+    train, held = items[:-40], items[-40:]
+    prepared = [runner.prepare(i) for i in train]
+    rng = random.Random(0)
+    train_base(model, lambda s: runner.training_batch(rng.sample(prepared, 16)), BaseTrainingConfig(steps=300))
+    rows = runner.run(held)
+    accuracy = sum(r["correct"] for r in rows) / len(rows)
+    assert accuracy >= 0.6, accuracy
+
+
 def test_phases_select_by_task_split_images_and_objects():
     one = EvalItem(benchmark=DESCRIBE, item_id="a", prompt="", answer="yes", answer_type="yes_no", images=["x"], extra={"objects": 1})
     three = replace(one, item_id="b", extra={"objects": 3})
@@ -82,10 +163,11 @@ def test_phases_select_by_task_split_images_and_objects():
     hay = EvalItem(benchmark="visual_haystack", item_id="d", prompt="", answer="yes", answer_type="yes_no", images=["x"] * 5)
     said = EvalItem(benchmark=TEXT_EXISTENCE, item_id="e", prompt="", answer="no", answer_type="yes_no", extra={"objects": 1})
     said3 = replace(said, item_id="f", extra={"objects": 3})
+    clip = EvalItem(benchmark=CLIPS, item_id="g", prompt="", answer="A", answer_type="choice", video="x.mp4", split="pattern")
     naming, yes_no, every = CURRICULUM
-    cases = (one, three, mme, hay, said, said3)
-    assert [naming.admits(i) for i in cases] == [True, False, False, False, True, False]
-    assert [yes_no.admits(i) for i in cases] == [True, True, True, False, True, True]
+    cases = (one, three, mme, hay, said, said3, clip)
+    assert [naming.admits(i) for i in cases] == [True, False, False, False, True, False, False]
+    assert [yes_no.admits(i) for i in cases] == [True, True, True, False, True, True, True]
     assert all(every.admits(i) for i in cases)
     assert Phase("x", 1, ("mme/count",)).admits(mme) is False
 

@@ -212,8 +212,8 @@ def test_embedded_samples_load_through_the_published_format_loaders(embedded):
     _, got = embedded
     summary = {name: (len(f.items), f.reasons(), f.by_split()) for name, f in got.items()}
     assert summary["visual_haystack"] == (8, {}, {"1": 2, "2": 2, "3": 2, "7": 2})
-    assert summary["videomme"] == (12, {"missing_media": 1}, {"short": 4, "medium": 4, "long": 4})
-    assert summary["longvideobench"] == (8, {"bad_answer": 1}, {"15": 2, "60": 2, "600": 2, "3600": 2})
+    assert summary["videomme"] == (24, {"missing_media": 1}, {"short": 8, "medium": 8, "long": 8})
+    assert summary["longvideobench"] == (16, {"bad_answer": 1}, {"15": 4, "60": 4, "600": 4, "3600": 4})
     assert summary["mme"][:2] == (24, {"bad_answer": 1}) and len(summary["mme"][2]) == 6
     assert summary["mmbench"] == (12, {"bad_answer": 1}, {"attribute_recognition": 4, "object_localization": 4, "spatial_relationship": 4})
     for f in got.values():
@@ -245,6 +245,34 @@ def test_embedded_video_answers_are_true_of_the_clip(embedded):
                 meta = probe(it.video)
                 seconds = round(meta.total_frames / meta.fps)
                 assert it.options[it.answer] == f"about {seconds} seconds", (name, it.item_id)
+
+
+@pytest.mark.parametrize("k", [4, 5])
+def test_duration_options_are_neighbouring_lengths_with_the_answer_at_any_rank(k):
+    """The duration question cannot be answered from its options' texts: they are ``k``
+    consecutive lengths of the ladder, the clip's own among them, and over many draws it sits
+    at every rank. The old options (the length, 1 s, 3, 10 and 60 times it) always made it the
+    second shortest: that rule is the baseline this must defeat (it scored 100% then)."""
+    import random
+
+    from eval.embedded import DURATION_LADDER, duration_question
+
+    rng = random.Random(0)
+    for seconds in (6, 8, 12, 16, 20):  # the embedded clips' lengths
+        ranks = [0] * k
+        second_shortest = 0
+        for _ in range(400):
+            question, opts, right = duration_question(rng, seconds, k)
+            values = sorted(int(o.split()[1]) for o in opts)
+            start = DURATION_LADDER.index(values[0])
+            assert question == "How long is the video?" and len(set(opts)) == k
+            assert values == list(DURATION_LADDER[start : start + k]) and opts[right] == f"about {seconds} seconds"
+            ranks[values.index(seconds)] += 1
+            second_shortest += values[1] == seconds
+        assert min(ranks) >= 0.1 * 400, (seconds, ranks)
+        assert second_shortest <= 0.35 * 400, (seconds, second_shortest)
+    with pytest.raises(ValueError, match="not on the duration ladder"):
+        duration_question(rng, 7, k)
 
 
 def _colour_present(img: np.ndarray, colour: str) -> bool:
