@@ -57,9 +57,10 @@ class Phase:
     (pictures and words-only items together: held-out MME and one-to-two-image Visual Haystack
     then rise above chance), with the short clips' questions beside it (which pattern, how
     long: met only in the last phase, as one task in a dozen, they stayed at chance, 20% of 15
-    held out; in this phase, 60% and every short Video-MME item right); the last phase adds every other task, whose multiple-choice answers
-    are taught as the run config's answer mode scores them (the options' texts in the embedded
-    default ``cloze``: option letters were measured still near chance within these minutes)."""
+    held out; in this phase, 60% and every short Video-MME item right); the last phase adds
+    every other task, whose multiple-choice answers are taught as the run config's answer mode
+    scores them (the options' texts in the embedded default ``cloze``: option letters were
+    measured still near chance within these minutes)."""
 
     name: str
     steps: int
