@@ -141,7 +141,7 @@ def test_the_tiny_model_learns_which_pattern_a_short_clip_shows(tmp_path):
     """The video path end to end (ffmpeg clip, 2 fps sampling, frozen random vision tower,
     trained projector): 300 steps on the short clips' pattern questions make held-out clips'
     answers right far above chance (1 in 4 or 5); measured: 100% of 40. The answer is only in
-    the frames (the options are the same pattern names for every clip)."""
+    the frames (every clip's options are drawn from the same five names)."""
     torch.manual_seed(0)
     items = [i for i in clip_items(tmp_path, SyntheticConfig(clip_items=160)) if i.split == "pattern"]
     tok = train_tokenizer(tokenizer_texts(["Which kind of picture does the video show?"], items), 1024)
