@@ -69,8 +69,8 @@ def duration_question(rng: random.Random, seconds: int, k: int = 4) -> tuple[str
     options, the clip's own at a random rank among them.
 
     Why neighbours at a random rank: the options once were the length, 1 s and 3, 10 and 60
-    times it, so the right one was always the second shortest, and a model could answer from
-    the option texts without the clip. With a window of the ladder that holds the length
+    times it, so the right one was always the shortest option other than "about 1 seconds", and
+    a model could answer from the option texts without the clip. With a window of the ladder that holds the length
     anywhere in it, the texts tell nothing."""
     if seconds not in DURATION_LADDER:
         raise ValueError(f"clip length {seconds} s is not on the duration ladder {DURATION_LADDER}")

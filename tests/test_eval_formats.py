@@ -252,7 +252,7 @@ def test_duration_options_are_neighbouring_lengths_with_the_answer_at_any_rank(k
     """The duration question cannot be answered from its options' texts: they are ``k``
     consecutive lengths of the ladder, the clip's own among them, and over many draws it sits
     at every rank. The old options (the length, 1 s, 3, 10 and 60 times it) always made it the
-    second shortest: that rule is the baseline this must defeat (it scored 100% then)."""
+    shortest option other than 1 s: that rule is the baseline this must defeat (100% then)."""
     import random
 
     from eval.embedded import DURATION_LADDER, duration_question
@@ -260,7 +260,7 @@ def test_duration_options_are_neighbouring_lengths_with_the_answer_at_any_rank(k
     rng = random.Random(0)
     for seconds in (6, 8, 12, 16, 20):  # the embedded clips' lengths
         ranks = [0] * k
-        second_shortest = 0
+        by_rule = 0
         for _ in range(400):
             question, opts, right = duration_question(rng, seconds, k)
             values = sorted(int(o.split()[1]) for o in opts)
@@ -268,9 +268,9 @@ def test_duration_options_are_neighbouring_lengths_with_the_answer_at_any_rank(k
             assert question == "How long is the video?" and len(set(opts)) == k
             assert values == list(DURATION_LADDER[start : start + k]) and opts[right] == f"about {seconds} seconds"
             ranks[values.index(seconds)] += 1
-            second_shortest += values[1] == seconds
+            by_rule += min(v for v in values if v != 1) == seconds
         assert min(ranks) >= 0.1 * 400, (seconds, ranks)
-        assert second_shortest <= 0.35 * 400, (seconds, second_shortest)
+        assert by_rule <= 0.35 * 400, (seconds, by_rule)
     with pytest.raises(ValueError, match="not on the duration ladder"):
         duration_question(rng, 7, k)
 
