@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from assets.sources.embedded.media import COLOURS
+from assets.sources.embedded.media import COLOURS, encode_video
 
 SHAPES = ("circle", "square", "triangle")
 # assets.sources.embedded.media's lavfi patterns, in its order, described as a viewer would
@@ -35,6 +35,12 @@ PATTERN_NAMES = (
 
 
 CLIP_FPS, CLIP_SIZE = 4, (128, 96)  # the video benchmarks' embedded clips: frame rate, (width, height)
+
+
+def encode_clip(path: Path, seconds: int, pattern: int, hue: int) -> Path:
+    """One clip as the video benchmarks' samples and the base's training clips have them, so a
+    frame looks the same to the model in training and at evaluation."""
+    return encode_video(path, seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=hue)
 
 
 def write_parquet(rows: list[dict[str, Any]], features: dict[str, Any], path: Path) -> None:

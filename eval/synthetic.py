@@ -35,11 +35,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assets.sources.embedded.media import COLOURS, encode_video
+from assets.sources.embedded.media import COLOURS
 from assets.sources.embedded.text import document, planted_fact
 from assets.sources.hub import HubSettings
 from eval.benchmarks import BENCHMARKS
-from eval.embedded import CLIP_FPS, CLIP_SIZE, PATTERN_NAMES, SHAPES, draw_objects, duration_question, pattern_question
+from eval.embedded import PATTERN_NAMES, SHAPES, draw_objects, duration_question, encode_clip, pattern_question
 from eval.fetch import fetch_benchmark
 from eval.formats import LETTERS, MC_POST_PROMPT, FetchOptions
 from eval.items import CHOICE, YES_NO, EvalItem
@@ -278,7 +278,7 @@ def clip_items(root: Path, cfg: SyntheticConfig) -> list[EvalItem]:
         seconds, pattern, hue = rng.choice(cfg.clip_seconds), rng.randrange(len(PATTERN_NAMES)), rng.randint(0, 359)
         path = folder / f"{i:05d}-{pattern}-{seconds}s-{hue}.mp4"
         if not path.is_file():
-            encode_video(path, seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=hue)
+            encode_clip(path, seconds, pattern, hue)
         videomme = i % 2 == 0
         k = 4 if videomme else 5  # Video-MME's four options, LongVideoBench's five
         for j, (question, opts, right) in enumerate((pattern_question(rng, pattern, k), duration_question(rng, seconds, k))):

@@ -19,7 +19,7 @@ from eval.benchmarks.mmbench import MMBENCH_OPTIONS_HEADER
 from eval.formats import MC_POST_PROMPT
 from eval.items import CHOICE, EvalItem
 from eval.runner import Runner, RunConfig
-from eval.synthetic import (CLIPS, DESCRIBE, EXISTENCE, TEXT_EXISTENCE, SyntheticConfig, clip_items, describe_items,
+from eval.synthetic import (CLIPS, DESCRIBE, TEXT_EXISTENCE, SyntheticConfig, clip_items, describe_items,
                             existence_items, text_existence_items, tokenizer_texts)
 from training.base_training import BaseTrainingConfig, answer_loss, train_base
 from training.processor import build_processor
@@ -88,10 +88,9 @@ def test_clip_answers_are_true_of_the_clip(tmp_path):
     """From the files: a duration question's answer is the clip's length (its frame count over its
     frame rate), and a pattern question's answer is the pattern whose reference clip
     (same hue, encoded here) is nearest to the clip's first frame, against the other three."""
-    from assets.sources.embedded.media import encode_video
     from assets.video.decode import probe
     from eval.benchmarks.videomme import VIDEOMME_OPTION_PROMPT
-    from eval.embedded import CLIP_FPS, CLIP_SIZE, PATTERN_NAMES
+    from eval.embedded import PATTERN_NAMES, encode_clip
 
     cfg = SyntheticConfig(clip_items=16)
     items = clip_items(tmp_path, cfg)
@@ -111,8 +110,7 @@ def test_clip_answers_are_true_of_the_clip(tmp_path):
         for pattern in range(len(PATTERN_NAMES)):
             ref = refs.get((pattern, hue))
             if ref is None:
-                ref = refs[(pattern, hue)] = _first_frame(
-                    encode_video(tmp_path / f"ref-{pattern}-{hue}.mp4", seconds=1, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=hue))
+                ref = refs[(pattern, hue)] = _first_frame(encode_clip(tmp_path / f"ref-{pattern}-{hue}.mp4", 1, pattern, hue))
             dist[PATTERN_NAMES[pattern]] = float(((frame - ref) ** 2).mean())
         assert item.options[item.answer] == min(dist, key=dist.get), (item.item_id, dist)
 

@@ -16,13 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from assets.sources.embedded.media import encode_video
 from eval.benchmarks.base import PCT, Benchmark, Column
 from eval.embedded import (
-    CLIP_FPS,
-    CLIP_SIZE,
     PATTERN_NAMES,
     duration_question,
+    encode_clip,
     pattern_question,
     video_id,
 )
@@ -93,9 +91,7 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
     for group, seconds in [(g, s) for g, s in LVB_CLIP_SECONDS.items() for _ in range(VIDEOS_PER_GROUP)]:
         vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
         videos.append(
-            encode_video(
-                root / "videos" / f"{vid}.mp4", seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=rng.randint(0, 359)
-            )
+            encode_clip(root / "videos" / f"{vid}.mp4", seconds, pattern, rng.randint(0, 359))
         )
         sub = root / "subtitles" / f"{vid}_en.json"
         sub.parent.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from assets.contract.markdown import PLOT_WIDE, figure_png, pyplot
-from assets.sources.embedded.media import encode_video
 from eval.benchmarks.base import PCT, Benchmark, Column, Plot
 from eval.embedded import (
-    CLIP_FPS,
-    CLIP_SIZE,
     PATTERN_NAMES,
     duration_question,
+    encode_clip,
     pattern_question,
     video_id,
     write_parquet,
@@ -104,9 +102,7 @@ def generate_sample(root: Path, options: FetchOptions, seed: int) -> None:
             n += 1
             vid, pattern = video_id(rng), rng.randrange(len(PATTERN_NAMES))
             files.append(
-                encode_video(
-                    staging / f"{vid}.mp4", seconds=seconds, fps=CLIP_FPS, size=CLIP_SIZE, pattern=pattern, hue=rng.randint(0, 359)
-                )
+                encode_clip(staging / f"{vid}.mp4", seconds, pattern, rng.randint(0, 359))
             )
             for j, (q, opts, right) in enumerate((pattern_question(rng, pattern), duration_question(rng, seconds))):
                 rows.append(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from assets.contract.atomic import atomic_path
 from assets.video.decode import ffmpeg_exe
 
 SHAPES = ("circle", "square", "triangle")
@@ -96,15 +97,17 @@ def encode_video(
     pattern: int = 0,
     hue: int = 0,
 ) -> Path:
-    """Encode an H.264 mp4 of a moving test pattern with the bundled ffmpeg binary."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Encode an H.264 mp4 of a moving test pattern with the bundled ffmpeg binary, through a
+    temporary sibling: callers reuse a clip that exists, so a killed encode must not leave a
+    truncated mp4 under the final name."""
     source = f"{_PATTERNS[pattern % len(_PATTERNS)]}=size={size[0]}x{size[1]}:rate={fps}:duration={seconds}"
-    cmd = [
-        ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", source,
-        "-vf", f"hue=h={hue},format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast",
-        "-crf", "32", "-g", "30", str(path),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed to encode {path.name}: {proc.stderr.strip()[-500:]}")
+    with atomic_path(path) as tmp:
+        cmd = [
+            ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", source,
+            "-vf", f"hue=h={hue},format=yuv420p", "-c:v", "libx264", "-preset", "ultrafast",
+            "-crf", "32", "-g", "30", "-f", "mp4", str(tmp),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg failed to encode {path.name}: {proc.stderr.strip()[-500:]}")
     return path
