@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from assets.contract.atomic import atomic_path
 from assets.sources.embedded.media import COLOURS
 from assets.sources.embedded.text import document, planted_fact
 from assets.sources.hub import HubSettings
@@ -132,7 +133,8 @@ def picture(folder: Path, i: int, objs: list[tuple[str, str]], size: int, seed: 
     same whether its picture existed or not (a rerun once asked about pictures it had not drawn)."""
     path = folder / f"{i:05d}.png"
     if not path.is_file():
-        draw_objects(objs, size, random.Random(seed)).save(path)
+        with atomic_path(path) as tmp:  # reused when present: never a half-written one
+            draw_objects(objs, size, random.Random(seed)).save(tmp, format="PNG")
     return path
 
 
